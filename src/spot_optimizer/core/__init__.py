@@ -1,0 +1,1 @@
+"""Pure domain: models, states, commands, errors and the decision engine. No I/O here."""
