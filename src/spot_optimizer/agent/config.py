@@ -105,6 +105,9 @@ class ConfigStore:
             raw = self.path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {self.path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {self.path} is corrupt (not UTF-8 text); fix or move it away: "
+                              "it will not be overwritten") from exc
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -1,0 +1,101 @@
+"""The agent API: /api/v1/agent/... (see spot_optimizer.core.protocol)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
+
+from spot_optimizer.core.protocol import (
+    API_PREFIX,
+    Ack,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    InventoryRequest,
+    NoticesRequest,
+    PricesRequest,
+    ReconnectRequest,
+    ReconnectResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ResultsRequest,
+)
+from spot_optimizer.server.api.deps import current_agent, get_session, get_settings, now
+from spot_optimizer.server.models import AgentRow
+from spot_optimizer.server.services import agents, commands, reports
+from spot_optimizer.server.settings import ServerSettings
+
+router = APIRouter(prefix=API_PREFIX, tags=["agent"])
+
+
+@router.post("/register", response_model=RegisterResponse)
+def register(
+    body: RegisterRequest,
+    session: Session = Depends(get_session),
+    settings: ServerSettings = Depends(get_settings),
+    at: datetime = Depends(now),
+) -> RegisterResponse:
+    return agents.register(session, body, settings, at)
+
+
+@router.post("/{agent_id}/reconnect", response_model=ReconnectResponse)
+def reconnect(
+    body: ReconnectRequest,
+    agent: AgentRow = Depends(current_agent),
+    session: Session = Depends(get_session),
+    settings: ServerSettings = Depends(get_settings),
+    at: datetime = Depends(now),
+) -> ReconnectResponse:
+    return agents.reconnect(session, agent, body, settings, at)
+
+
+@router.post("/{agent_id}/heartbeat", response_model=HeartbeatResponse)
+def heartbeat(
+    body: HeartbeatRequest,
+    agent: AgentRow = Depends(current_agent),
+    session: Session = Depends(get_session),
+    settings: ServerSettings = Depends(get_settings),
+    at: datetime = Depends(now),
+) -> HeartbeatResponse:
+    return agents.heartbeat(session, agent, body, settings, at)
+
+
+@router.post("/{agent_id}/results", response_model=Ack)
+def results(
+    body: ResultsRequest,
+    agent: AgentRow = Depends(current_agent),
+    session: Session = Depends(get_session),
+    at: datetime = Depends(now),
+) -> Ack:
+    return commands.record_results(session, agent, body.results, at)
+
+
+@router.post("/{agent_id}/notices", response_model=Ack)
+def notices(
+    body: NoticesRequest,
+    agent: AgentRow = Depends(current_agent),
+    session: Session = Depends(get_session),
+    at: datetime = Depends(now),
+) -> Ack:
+    return reports.record_notices(session, agent, body, at)
+
+
+@router.post("/{agent_id}/prices", response_model=Ack)
+def prices(
+    body: PricesRequest,
+    agent: AgentRow = Depends(current_agent),
+    session: Session = Depends(get_session),
+    at: datetime = Depends(now),
+) -> Ack:
+    return reports.record_prices(session, agent, body, at)
+
+
+@router.post("/{agent_id}/inventory", response_model=Ack)
+def inventory(
+    body: InventoryRequest,
+    agent: AgentRow = Depends(current_agent),
+    session: Session = Depends(get_session),
+    at: datetime = Depends(now),
+) -> Ack:
+    return reports.record_inventory(session, agent, body, at)

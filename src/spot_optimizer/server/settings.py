@@ -1,0 +1,34 @@
+"""Server settings: built by the CLI (or a test) and passed to `create_app`. Nothing is read at import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+DEFAULT_DB_URL = "sqlite:///spot_optimizer.db"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ServerSettings:
+    db_url: str = DEFAULT_DB_URL
+    # Pre-seeded tokens (stored hashed on start); more can be made with `spot-optimizer token create`.
+    admin_token: str | None = None
+    enrollment_token: str | None = None
+    heartbeat_interval_s: float = 5.0
+    offline_after_missed: int = 3  # an agent is OFFLINE after this many missed heartbeat intervals
+    command_lease_s: float = 30.0  # a delivered command without a result is redelivered after this
+    command_deadline_s: float = 600.0  # a command not finished by then is expired
+    max_body_bytes: int = MAX_BODY_BYTES
+    sweep_interval_s: float | None = None  # liveness/expiry sweep period; None = heartbeat interval, 0 = off
+    upgrade_on_start: bool = True
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    @property
+    def offline_after_s(self) -> float:
+        return self.heartbeat_interval_s * self.offline_after_missed
