@@ -1,0 +1,1 @@
+"""Benchmarks: each module exposes `run() -> str`, a markdown section for docs/benchmarks.md."""
