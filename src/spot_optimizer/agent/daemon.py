@@ -64,6 +64,9 @@ class AgentSettings:
     heartbeat_s: float = 5.0  # until the server says otherwise
     max_backoff_s: float = 30.0
     role_refresh_s: float = 15.0
+    # After a notice, commands matter within seconds: heartbeat this often until the window closes.
+    urgent_heartbeat_s: float = 0.25
+    urgent_window_s: float = 60.0
     dry_run: bool = False
     crash_at: str | None = None
     ca_bundle: str | None = None
@@ -96,6 +99,7 @@ class Agent:
         self._next_heartbeat = 0.0
         self._next_role_refresh = 0.0
         self._pending_interruption: Notice | None = None
+        self._urgent_until = 0.0
         redact(settings.enrollment_token)
         redact(self.config.agent_secret)
 
@@ -228,7 +232,10 @@ class Agent:
         logger.debug("HEARTBEAT sent: state=%s role=%s pool=%s -> %d command(s), toggles=%s", self.state.value,
                      self.role.value if self.role else None, pool, len(response.commands),
                      response.toggles.model_dump())
-        self._next_heartbeat = time.monotonic() + self.heartbeat_s * random.uniform(0.9, 1.1)
+        interval = self.heartbeat_s
+        if time.monotonic() < self._urgent_until:
+            interval = min(interval, self.settings.urgent_heartbeat_s)
+        self._next_heartbeat = time.monotonic() + interval * random.uniform(0.9, 1.1)
         self._apply_server_view(response.toggles.model_dump(), response.heartbeat_interval_s, None)
         for command in response.commands:
             logger.info("COMMAND RECEIVED: %s %s params=%s", command.type.value, command.command_id, command.params)
@@ -266,6 +273,10 @@ class Agent:
                 self._pending_interruption = notice
             self._emit("notice", notice.model_dump(mode="json"))
             self.flush_outbox()
+            if self.server_reachable:
+                # The server decides on a notice at once; fetch its commands now, not at the next heartbeat.
+                self._urgent_until = time.monotonic() + self.settings.urgent_window_s
+                self._next_heartbeat = 0.0
         if self._pending_interruption is not None and not self.server_reachable and self.role == Role.PRIMARY:
             notice, self._pending_interruption = self._pending_interruption, None
             new_id = act_alone(notice, self.config, self.executor)

@@ -10,13 +10,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from spot_optimizer.backtest.data import BacktestInputError, parse_time
-from spot_optimizer.backtest.report import plot, table
-from spot_optimizer.backtest.run import STRATEGIES, BacktestRequest, backtest
-from spot_optimizer.backtest.scenario import SimConfig
-
 
 def _time(value: str | None, flag: str) -> datetime | None:
+    from spot_optimizer.backtest.data import BacktestInputError, parse_time
+
     if value is None:
         return None
     try:
@@ -42,6 +39,13 @@ def backtest_command(
 ) -> None:
     """Replay spot price history hour by hour through on_demand, stay_put, greedy, capacity_optimized,
     spot_optimizer (the live decision engine) and the hindsight oracle, with the same interruptions."""
+    # numpy and matplotlib are imported here so that every other command (the agent above all) starts
+    # without them.
+    from spot_optimizer.backtest.data import BacktestInputError
+    from spot_optimizer.backtest.report import plot, table
+    from spot_optimizer.backtest.run import STRATEGIES, BacktestRequest, backtest
+    from spot_optimizer.backtest.scenario import SimConfig
+
     err = Console(stderr=True, soft_wrap=True)
     try:
         request = BacktestRequest(

@@ -11,8 +11,6 @@ from types import FrameType
 
 import typer
 
-from spot_optimizer.emulator.region import EmulatedRegion
-from spot_optimizer.emulator.region_config import EmulatorConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -51,6 +49,10 @@ def emulator(
     ),
 ) -> None:
     """Run an emulated AWS region (moto + price/fault shim + metadata services + agents) until Ctrl-C."""
+    # Imported here: the region pulls in moto, which would slow every other `spot-optimizer` command.
+    from spot_optimizer.emulator.region import EmulatedRegion
+    from spot_optimizer.emulator.region_config import EmulatorConfig
+
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = EmulatorConfig(
