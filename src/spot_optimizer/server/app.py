@@ -23,6 +23,7 @@ from spot_optimizer.server import db
 from spot_optimizer.server.api import agent as agent_api
 from spot_optimizer.server.api import operator as operator_api
 from spot_optimizer.server.api.deps import get_session
+from spot_optimizer.server.decisions import loop as decision_loop
 from spot_optimizer.server.errors import ApiError
 from spot_optimizer.server.metrics import Metrics
 from spot_optimizer.server.services import agents as agent_service
@@ -137,9 +138,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
             settings.heartbeat_interval_s if settings.sweep_interval_s is None else settings.sweep_interval_s
         )
         task = asyncio.create_task(_sweep_loop(app, period)) if period > 0 else None
+        decision_task = decision_loop.start(app)
         try:
             yield
         finally:
+            await decision_loop.stop(app, decision_task)
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

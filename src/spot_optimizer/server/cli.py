@@ -42,6 +42,21 @@ def server(
     command_deadline: float = typer.Option(
         600.0, "--command-deadline", min=1, help="Seconds until a command expires."
     ),
+    decision_interval: float = typer.Option(
+        10.0, "--decision-interval", min=0, help="Seconds between decision loop passes (0 = no loop)."
+    ),
+    advisor: Path | None = typer.Option(
+        None, "--advisor", exists=True, dir_okay=False, help="Spot Advisor JSON feed for interruption risk."
+    ),
+    prices_refresh: float = typer.Option(
+        60.0, "--prices-refresh", min=0, help="Seconds between price collections the loop asks for (0 = never)."
+    ),
+    inventory_refresh: float = typer.Option(
+        30.0, "--inventory-refresh", min=0, help="Seconds between inventory collections (0 = never)."
+    ),
+    leader_lease: float = typer.Option(
+        30.0, "--leader-lease", min=1, help="Seconds a decision loop leader holds its lease unrenewed."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     tls_cert: Path | None = typer.Option(
         None, "--tls-cert", exists=True, dir_okay=False, help="PEM certificate."
@@ -67,6 +82,11 @@ def server(
         offline_after_missed=offline_after,
         command_lease_s=command_lease,
         command_deadline_s=command_deadline,
+        decision_interval_s=decision_interval,
+        advisor_path=str(advisor) if advisor else None,
+        prices_refresh_s=prices_refresh,
+        inventory_refresh_s=inventory_refresh,
+        leader_lease_s=leader_lease,
     )
     app = create_app(settings)
     uvicorn.run(

@@ -46,6 +46,8 @@ class WorkloadRow(Base):
     created_at: Mapped[datetime]
     launch_config: Mapped[dict[str, Any] | None]
     allowed_pools: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # The operator's policy for the decision loop: {"instance_types", "azs", "settings"} (0002).
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class AgentRow(Base):
@@ -135,6 +137,9 @@ class InstanceRow(Base):
     public_ip: Mapped[str | None] = mapped_column(String(64))
     reported_by: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime]
+    # Set when the decision loop demoted it (a retag the server records itself); inventory reports
+    # do not touch it, a later promotion of this instance clears it (0002).
+    demoted_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class NoticeRow(Base):
@@ -173,3 +178,14 @@ class OnDemandPriceRow(Base):
     estimated: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime]
+
+
+class LeaderRow(Base):
+    """A lease: the server process holding `name` until `expires_at` runs that singleton job (0002)."""
+
+    __tablename__ = "leader"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    acquired_at: Mapped[datetime]

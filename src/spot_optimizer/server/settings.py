@@ -27,6 +27,13 @@ class ServerSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     sweep_interval_s: float | None = None  # liveness/expiry sweep period; None = heartbeat interval, 0 = off
     upgrade_on_start: bool = True
+    # Decision loop (server/decisions): runs every this many seconds and at once on a notice; 0 = no
+    # background loop (tests call `run_decisions_once`).
+    decision_interval_s: float = 10.0
+    prices_refresh_s: float = 60.0  # the loop asks one agent per workload for prices this often
+    inventory_refresh_s: float = 30.0  # ... and for the region's inventory this often
+    leader_lease_s: float = 30.0  # the loop's leader lease (several processes on PostgreSQL)
+    advisor_path: str | None = None  # Spot Advisor JSON feed; unknown types get the average bucket
     clock: Callable[[], datetime] = field(default=utcnow)
 
     @property

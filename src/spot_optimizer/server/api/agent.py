@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from spot_optimizer.core.protocol import (
@@ -22,6 +22,7 @@ from spot_optimizer.core.protocol import (
     ResultsRequest,
 )
 from spot_optimizer.server.api.deps import current_agent, get_session, get_settings, now
+from spot_optimizer.server.decisions import loop as decision_loop
 from spot_optimizer.server.models import AgentRow
 from spot_optimizer.server.services import agents, commands, reports
 from spot_optimizer.server.settings import ServerSettings
@@ -74,11 +75,15 @@ def results(
 @router.post("/{agent_id}/notices", response_model=Ack)
 def notices(
     body: NoticesRequest,
+    request: Request,
     agent: AgentRow = Depends(current_agent),
     session: Session = Depends(get_session),
     at: datetime = Depends(now),
 ) -> Ack:
-    return reports.record_notices(session, agent, body, at)
+    ack = reports.record_notices(session, agent, body, at)
+    if ack.accepted:
+        decision_loop.wake(request.app)  # decide now, not at the next tick; the handler does not wait
+    return ack
 
 
 @router.post("/{agent_id}/prices", response_model=Ack)

@@ -24,7 +24,10 @@ from spot_optimizer.server.api.schemas import (
     TokenCreate,
     TokenOut,
     WorkloadOut,
+    WorkloadPolicyOut,
 )
+from spot_optimizer.server.decisions import policy as decision_policy
+from spot_optimizer.server.decisions.policy import WorkloadPolicy
 from spot_optimizer.server.services import agents, commands, decisions, events, reports, tokens
 from spot_optimizer.server.settings import ServerSettings
 
@@ -34,6 +37,21 @@ router = APIRouter(prefix="/api/v1", tags=["operator"], dependencies=[Depends(re
 @router.get("/workloads", response_model=list[WorkloadOut])
 def list_workloads(session: Session = Depends(get_session)) -> list[WorkloadOut]:
     return [WorkloadOut.model_validate(w) for w in agents.list_workloads(session)]
+
+
+@router.get("/workloads/{name}/policy", response_model=WorkloadPolicyOut)
+def get_workload_policy(
+    name: str, session: Session = Depends(get_session), at: datetime = Depends(now)
+) -> WorkloadPolicyOut:
+    return WorkloadPolicyOut.model_validate(decision_policy.effective(session, name, at))
+
+
+@router.put("/workloads/{name}/policy", response_model=WorkloadPolicyOut)
+def put_workload_policy(
+    name: str, body: WorkloadPolicy, session: Session = Depends(get_session), at: datetime = Depends(now)
+) -> WorkloadPolicyOut:
+    decision_policy.set_policy(session, name, body, at)
+    return WorkloadPolicyOut.model_validate(decision_policy.effective(session, name, at))
 
 
 @router.get("/agents", response_model=list[AgentOut])

@@ -37,6 +37,7 @@ class WorkloadOut(_Out):
     created_at: datetime
     launch_config: dict[str, Any] | None
     allowed_pools: list[Any]
+    policy: dict[str, Any] | None = None
 
 
 class InstanceOut(_Out):
@@ -162,3 +163,11 @@ class TokenCreate(BaseModel):
 class TokenOut(BaseModel):
     kind: TokenKind
     token: str = Field(description="shown once; only its sha256 is stored")
+
+
+class WorkloadPolicyOut(BaseModel):
+    workload: str
+    policy: dict[str, Any] = Field(description="what the operator set (null parts take defaults)")
+    instance_types: list[str] = Field(description="allowed instance types the decision loop uses now")
+    azs: list[str] = Field(description="allowed availability zones the decision loop uses now")
+    settings: dict[str, Any] = Field(description="the engine settings in effect")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from spot_optimizer.core.commands import Command, CommandResult, CommandStatus, CommandType, validate_params
 from spot_optimizer.core.protocol import Ack
+from spot_optimizer.server.decisions.results import apply_result
 from spot_optimizer.server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from spot_optimizer.server.models import AgentRow, CommandRow, InstanceRow
 from spot_optimizer.server.services.events import EventKind, emit
@@ -253,6 +254,9 @@ def record_results(session: Session, agent: AgentRow, results: list[CommandResul
             )
         outcome[res.command_id] = "accepted" if accepted else "duplicate"
         if accepted:
+            source = row if row is not None else res.command
+            assert source is not None  # checked by _validate_results
+            apply_result(session, agent, str(source.type), dict(source.params), res, now)
             emit(
                 session,
                 EventKind.COMMAND_FINISHED,

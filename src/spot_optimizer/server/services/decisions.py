@@ -1,4 +1,4 @@
-"""Decisions of the engine, with their rationale. The decision loop is wired in later."""
+"""Decisions of the engine, with their rationale (written by the decision loop, server/decisions)."""
 
 from __future__ import annotations
 
@@ -34,13 +34,19 @@ def record_decision(
     emit(
         session,
         EventKind.DECISION,
-        f"decision {row.decision_id} for workload {workload}: {len(actions)} action(s)",
+        f"decision {row.decision_id} for workload {workload}: {len(actions)} action(s)"
+        + "".join(f"; {_text(r)}" for r in rationale),
         now=now,
         workload=workload,
         data={"decision_id": row.decision_id, "actions": actions},
     )
     session.commit()
     return row
+
+
+def _text(item: Any) -> str:
+    """A rationale item is a plain string or the engine's {"text", "numbers", ...}."""
+    return str(item.get("text", item)) if isinstance(item, dict) else str(item)
 
 
 def list_decisions(session: Session, *, workload: str | None = None, limit: int = 500) -> list[DecisionRow]:

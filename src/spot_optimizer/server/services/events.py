@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     COMMAND_EXPIRED = "command_expired"
     DECISION = "decision"
     INVENTORY_REPORTED = "inventory_reported"
+    POLICY_CHANGED = "policy_changed"
 
 
 def emit(
