@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test unit lint typecheck demo bench clean help
+.PHONY: venv test browser-deps unit lint typecheck demo bench clean help
 
 help:
 	@echo "make demo   - run the emulated region, server and agents with a live scenario"
@@ -27,7 +27,11 @@ lint: $(STAMP)
 
 typecheck: lint
 
-test: $(STAMP) lint
+# Debian's Chromium for the dashboard's browser tests (Playwright never downloads a browser here).
+browser-deps:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) lint browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)

@@ -42,6 +42,7 @@ _SUBCOMMAND_MODULES = (
     "spot_optimizer.opscli",
     "spot_optimizer.backtest.cli",
     "spot_optimizer.emulator.cli",
+    "spot_optimizer.demo.cli",
 )
 
 for _name in _SUBCOMMAND_MODULES:

@@ -298,3 +298,16 @@ def inventory_record(instance_id: str, workload: str | None, role: str = "replic
         "market": "spot",
         "tags": tags,
     }
+
+
+def test_a_new_agent_in_a_workload_inherits_its_toggles(client: Any, admin: dict[str, str],
+                                                        make_agent: Callable[..., Any]) -> None:
+    first = make_agent("i-00000000000000a1", workload="shop")
+    response = client.patch(f"/api/v1/agents/{first.agent_id}/toggles", json={"auto_terminate": True},
+                            headers=admin)
+    assert response.status_code == 200
+    second = make_agent("i-00000000000000a2", workload="shop")
+    other = make_agent("i-00000000000000a3", workload="elsewhere")
+    rows = {a["agent_id"]: a for a in client.get("/api/v1/agents", headers=admin).json()}
+    assert rows[second.agent_id]["toggles"]["auto_terminate"] is True
+    assert rows[other.agent_id]["toggles"]["auto_terminate"] is False

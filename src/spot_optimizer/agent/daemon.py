@@ -250,6 +250,8 @@ class Agent:
     def flush_outbox(self) -> None:
         if not self.client.agent_id:
             return
+        if self.settings.crash_at == "before_result_sent" and any(m.kind == "result" for m in self.outbox.pending()):
+            self.executor.maybe_crash("before_result_sent")  # test hook: the result is journalled, not yet sent
         try:
             self.outbox.flush(self.client.send)
         except ServerUnavailable as exc:

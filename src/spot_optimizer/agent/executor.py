@@ -61,7 +61,7 @@ class CommandExecutor:
         self.crash_at = crash_at
         self.clock = clock
 
-    def _maybe_crash(self, point: str) -> None:
+    def maybe_crash(self, point: str) -> None:
         if self.crash_at == point:
             import os
             import signal
@@ -87,9 +87,9 @@ class CommandExecutor:
         if not rerun:
             self.journal.record_start(command)
         try:
-            self._maybe_crash("before_aws_call")
+            self.maybe_crash("before_aws_call")
             outcome = self._run(command)
-            self._maybe_crash("after_aws_call")
+            self.maybe_crash("after_aws_call")
             result = CommandResult(command_id=command.command_id, status=CommandStatus.SUCCEEDED, result=outcome,
                                    finished_at=self.clock())
             logger.info("✓ COMMAND SUCCEEDED: %s %s -> %s", command.type.value, command.command_id, outcome)
@@ -105,7 +105,7 @@ class CommandExecutor:
                                    error_code=type(exc).__name__, finished_at=self.clock())
         if autonomous:
             result.autonomous, result.command = True, command
-        self._maybe_crash("before_journal_finish")
+        self.maybe_crash("before_journal_finish")
         self.journal.record_finish(result)
         self.emit("result", result.model_dump(mode="json"))
         return result

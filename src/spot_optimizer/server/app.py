@@ -30,6 +30,7 @@ from spot_optimizer.server.services import agents as agent_service
 from spot_optimizer.server.services import commands as command_service
 from spot_optimizer.server.services.tokens import TokenKind, seed_token
 from spot_optimizer.server.settings import ServerSettings
+from spot_optimizer.server.web import router as web_router
 
 logger = logging.getLogger(__name__)
 
@@ -199,4 +200,5 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     app.include_router(agent_api.router)
     app.include_router(operator_api.router)
+    app.include_router(web_router)
     return app

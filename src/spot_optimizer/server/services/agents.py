@@ -69,16 +69,22 @@ def register(
         agent.secret_hash = hash_secret(secret)
         agent.workload = workload
     else:
+        # Toggles are the operator's intent for the workload: an instance that joins it (a replica, a
+        # replacement) inherits them, so a promotion never silently switches auto_terminate off.
+        inherited_from = workload_toggle_source(session, workload)
+        toggles = inherited_from.toggles if inherited_from else (req.toggles or Toggles()).model_dump()
         agent = AgentRow(
             agent_id=uuid.uuid4().hex,
             secret_hash=hash_secret(secret),
             instance_id=meta.instance_id,
             workload=workload,
-            toggles=(req.toggles or Toggles()).model_dump(),
+            toggles=dict(toggles),
             registered_at=now,
         )
         session.add(agent)
         kind_message = f"agent {agent.agent_id} registered for instance {meta.instance_id}"
+        if inherited_from is not None:
+            kind_message += f" (toggles inherited from agent {inherited_from.agent_id})"
     _apply_metadata(agent, req.metadata.model_dump(mode="json"), req.launch_config, req.version)
     agent.state = AgentState.ONLINE_READY.value
     agent.role = req.role.value if req.role else agent.role
@@ -159,6 +165,17 @@ def reconnect(
         toggles=Toggles.model_validate(agent.toggles),
         heartbeat_interval_s=settings.heartbeat_interval_s,
     )
+
+
+def workload_toggle_source(session: Session, workload: str) -> AgentRow | None:
+    """The agent whose toggles speak for `workload`: the live primary's, else the newest agent's."""
+    agents = session.scalars(
+        select(AgentRow).where(AgentRow.workload == workload).order_by(AgentRow.registered_at.desc())
+    ).all()
+    for agent in agents:
+        if agent.role == "primary" and agent.state not in (AgentState.OFFLINE.value, AgentState.TERMINATED.value):
+            return agent
+    return agents[0] if agents else None
 
 
 def heartbeat(
