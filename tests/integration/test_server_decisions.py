@@ -295,3 +295,24 @@ def test_a_second_process_does_not_run_the_loop_while_the_lease_is_held(
     world.advance(25)  # the first process stopped renewing: its lease ran out
     assert run_decisions_once(other).leader
     assert not world.run().leader
+
+
+def test_a_command_left_with_a_dead_agent_moves_to_a_live_agent_of_the_workload(
+    world: World, make_agent: Any
+) -> None:
+    """The interrupted primary's agent dies with its instance: what it was given must still happen."""
+    replica_agent = make_agent("i-replica", workload="web", role="replica")
+    world.inventory(record("i-replica", "replica", "us-east-1b"))
+    command = world.client.post("/api/v1/commands", headers=world.admin, json={
+        "agent_id": world.primary.agent_id, "type": "promote", "params": {"instance_id": "i-replica"}}).json()
+    world.heartbeat()  # leased to the primary's agent, which then dies
+    beat = {"state": "ONLINE_READY", "version": "0.1.0", "instance_id": "i-replica", "role": "replica"}
+    for _ in range(20):  # only the replica's agent keeps heartbeating
+        world.clock.advance(5)
+        world.client.post(replica_agent.url("heartbeat"), json=beat, headers=replica_agent.headers)
+        world.run()
+    row = world.get(f"/commands/{command['command_id']}")
+    assert row["agent_id"] == replica_agent.agent_id
+    assert row["params"]["old_instance_id"] == "i-primary"  # the promote keeps its meaning
+    assert row["status"] == "delivered" and row["delivery_count"] >= 2  # to the dead agent, then here
+    assert any(e["kind"] == "command_reassigned" for e in world.get("/events"))

@@ -30,7 +30,7 @@ def demo(
     fallback and the return to spot, zombies terminated. Ctrl-C stops everything cleanly."""
     from spot_optimizer.demo.ledger import CostSampler
     from spot_optimizer.demo.live import EventTail
-    from spot_optimizer.demo.scenario import Scenario
+    from spot_optimizer.demo.scenario import AGENT_ARGS, SERVER_FLAGS, Scenario
     from spot_optimizer.demo.stack import LocalStack
     from spot_optimizer.demo.summary import summarize, summary_table
 
@@ -51,9 +51,7 @@ def demo(
     console.print(f"run directory: {base}  (server.log, region/instances/<id>/agent.file.log)")
     stack = LocalStack(
         base, workloads=workloads, seed=seed, speed=speed, prices=prices,
-        server_flags=("--heartbeat-interval", "1", "--decision-interval", "2", "--prices-refresh", "5",
-                      "--inventory-refresh", "5", "--command-lease", "10"),
-        agent_args=("--heartbeat-interval", "1", "--notice-poll-interval", "1", "--log-level", "INFO"),
+        server_flags=SERVER_FLAGS, agent_args=(*AGENT_ARGS, "--log-level", "INFO"),
     )
     tail: EventTail | None = None
     sampler: CostSampler | None = None

@@ -24,6 +24,11 @@ from rich.console import Console
 from spot_optimizer.core.models import ROLE_TAG, WORKLOAD_TAG
 from spot_optimizer.demo.stack import LocalStack
 
+# The demo's pace: fast heartbeats, a decision pass every 2 s, prices and inventory every 5 s.
+SERVER_FLAGS = ("--heartbeat-interval", "1", "--decision-interval", "2", "--prices-refresh", "5",
+                "--inventory-refresh", "5", "--command-lease", "10")
+AGENT_ARGS = ("--heartbeat-interval", "1", "--notice-poll-interval", "1")
+
 # Engine settings for a demo that lasts minutes, not days (the defaults are for production).
 DEMO_SETTINGS: dict[str, Any] = {
     "cooldown_s": 20.0,
@@ -65,6 +70,7 @@ class Scenario:
     workloads: list[str]
     itype: str
     results: list[StepResult] = field(default_factory=list)
+    between_steps: Callable[[str], None] | None = None  # called after each step with its name (tests)
 
     # --- what EC2 says ---------------------------------------------------------------------------
     def instances(self, workload: str) -> list[Inst]:
@@ -110,8 +116,23 @@ class Scenario:
         except Exception as exc:  # noqa: BLE001 - report the step as failed and go on with the next
             ok, detail = False, f"error: {exc}"
         self.results.append(StepResult(name, ok, detail, time.monotonic() - started))
+        if self.between_steps is not None:
+            self.between_steps(name)
         colour = "green" if ok else "red"
         self.console.print(f"[{colour}]{'✓' if ok else '✗'} {name}: {detail}")
+
+    def server_price(self, itype: str, az: str) -> float | None:
+        for quote in self.stack.op.get("/prices", instance_type=itype)["spot"]:
+            if quote["az"] == az:
+                return float(quote["price"])
+        return None
+
+    def set_prices(self, itype: str, prices: dict[str, float]) -> bool:
+        """Move spot prices in the emulated market and wait until the server has collected them."""
+        for az, price in prices.items():
+            self.stack.region.set_price(itype, az, price)
+        return bool(self.wait("prices collected", lambda: all(
+            self.server_price(itype, az) == price for az, price in prices.items()), 30))
 
     def od_price(self, itype: str) -> float:
         return float(self.stack.region.shim.ondemand.get(itype).price)
@@ -137,17 +158,14 @@ class Scenario:
         od = self.od_price(p.itype)
         cheap_az = self.other_azs(p.az)[0]
         # First make the current pool the cheapest and switch auto_switching on: nothing should move ...
-        self.stack.region.set_price(p.itype, p.az, round(od * 0.2, 5))
-        for az in self.other_azs(p.az):
-            self.stack.region.set_price(p.itype, az, round(od * 0.35, 5))
+        self.set_prices(p.itype, {p.az: round(od * 0.2, 5), **{az: round(od * 0.35, 5) for az in self.other_azs(p.az)}})
         agent = self.stack.wait_agent(p.instance_id)
         self.stack.op.toggles(agent["agent_id"], auto_switching=True)
-        time.sleep(8)
+        time.sleep(6)  # three decision passes
         if (q := self.primary(w)) is None or q.instance_id != p.instance_id:
             return False, f"{w} moved before the price moved"
         # ... then the price moves.
-        self.stack.region.set_price(p.itype, p.az, round(od * 0.85, 5))  # above the max spot price
-        self.stack.region.set_price(p.itype, cheap_az, round(od * 0.25, 5))
+        self.set_prices(p.itype, {p.az: round(od * 0.85, 5), cheap_az: round(od * 0.25, 5)})  # 85 %: above max
         self.console.print(f"spot price of {p.itype} in {p.az} jumps to 85 % of on-demand; {cheap_az} drops to 25 %")
         moved = self.wait("switch", lambda: (q := self.primary(w)) and q.instance_id != p.instance_id and q, 90)
         if not moved:
@@ -187,9 +205,9 @@ class Scenario:
         first, second = self.other_azs(p.az)[:2]
         od = self.od_price(p.itype)
         since = datetime.now(UTC)
-        self.stack.region.set_price(p.itype, first, round(od * 0.2, 5))  # the obvious choice ...
-        self.stack.region.set_price(p.itype, second, round(od * 0.3, 5))
-        self.stack.region.faults.insufficient_capacity(p.itype, first)  # ... has no capacity
+        # the obvious choice (cheapest) has no capacity
+        self.set_prices(p.itype, {first: round(od * 0.2, 5), second: round(od * 0.3, 5)})
+        self.stack.region.faults.insufficient_capacity(p.itype, first)
         self.stack.region.interrupt(p.instance_id)
         self.console.print(f"{p.itype} in {first} has no capacity; interruption notice for {w}'s primary")
         new = self.wait("replacement", lambda: (q := self.primary(w)) and q.instance_id != p.instance_id and q, 120)
@@ -223,12 +241,17 @@ class Scenario:
         return True, f"fell back to {od.pool}, returned to spot in {back.pool}"
 
     def zombies(self) -> tuple[bool, str]:
-        def none_left() -> bool:
-            return not any(self.running(w, "zombie") for w in self.workloads)
+        def running_zombies() -> list[Inst]:
+            return [z for w in self.workloads for z in self.running(w, "zombie")]
 
-        left = self.wait("zombies terminated", none_left, 60)
-        terminated = [c for c in self.stack.op.get("/commands", status="succeeded") if c["type"] == "terminate"]
-        return bool(left) and bool(terminated), f"{len(terminated)} zombie(s) terminated, none left running"
+        self.wait("zombies terminated", lambda: not running_zombies(), 60)
+        left = running_zombies()
+        terminated = [c for c in self.stack.op.get("/commands", status="succeeded")
+                      if c["type"] == "terminate" and not (c["result"] or {}).get("noop")]
+        if left:
+            return False, f"{len(terminated)} zombie(s) terminated, still running: " + \
+                ", ".join(f"{z.instance_id} ({z.pool})" for z in left)
+        return bool(terminated), f"{len(terminated)} zombie(s) terminated by auto_terminate, none left running"
 
     def run(self) -> list[StepResult]:
         for w in self.workloads:

@@ -61,6 +61,7 @@ def run_decisions_once(app: FastAPI) -> LoopRun:
             logger.debug("decision loop: another server process holds the leader lease")
             return LoopRun(leader=False)
         agent_service.mark_offline(session, settings, now)
+        command_service.reassign_orphans(session, now)
         command_service.expire_due(session, now)
         run = LoopRun(leader=True)
         last_runs: dict[str, datetime] = app.state.decision_last_run

@@ -144,6 +144,64 @@ def expire_due(session: Session, now: datetime, agent_id: str | None = None) -> 
     return count
 
 
+GONE_AGENT_STATES = ("OFFLINE", "TERMINATED")
+
+
+def reassign_orphans(session: Session, now: datetime) -> int:
+    """Commands waiting on an agent that went OFFLINE move to a live agent of the same workload.
+
+    The agent of an interrupted instance dies with it; a command leased to it (terminate the zombie,
+    promote the replica) would otherwise wait until its deadline. Running it elsewhere is safe because
+    every action is idempotent in AWS (a launch finds its instance by the request-id tag), and a promote
+    keeps its meaning by naming the old agent's instance explicitly.
+    """
+    orphans = session.execute(
+        select(CommandRow, AgentRow)
+        .join(AgentRow, AgentRow.agent_id == CommandRow.agent_id)
+        .where(
+            CommandRow.deadline > now,
+            AgentRow.state.in_(GONE_AGENT_STATES),
+            or_(
+                CommandRow.status == CommandStatus.PENDING.value,
+                (CommandRow.status == CommandStatus.DELIVERED.value) & (CommandRow.lease_expires_at <= now),
+            ),
+        )
+    ).all()
+    moved = 0
+    for row, old_agent in orphans:
+        live = session.scalars(
+            select(AgentRow).where(AgentRow.workload == row.workload, AgentRow.state.not_in(GONE_AGENT_STATES))
+            .order_by((AgentRow.role == "primary").desc(), AgentRow.last_heartbeat_at.desc())
+        ).first()
+        if live is None:
+            continue
+        params = dict(row.params or {})
+        if row.type == CommandType.PROMOTE.value and not params.get("old_instance_id"):
+            params["old_instance_id"] = old_agent.instance_id
+        result = session.execute(
+            update(CommandRow)
+            .where(CommandRow.command_id == row.command_id, CommandRow.status == row.status,
+                   CommandRow.agent_id == old_agent.agent_id)
+            .values(agent_id=live.agent_id, status=CommandStatus.PENDING.value, lease_expires_at=None, params=params)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            moved += 1
+            emit(
+                session,
+                EventKind.COMMAND_REASSIGNED,
+                f"command {row.command_id} {row.type} moved from agent {old_agent.agent_id} ({old_agent.state}) "
+                f"to agent {live.agent_id}",
+                now=now,
+                workload=row.workload,
+                agent_id=live.agent_id,
+                command_id=row.command_id,
+                data={"from_agent": old_agent.agent_id, "to_agent": live.agent_id},
+            )
+    session.commit()
+    return moved
+
+
 def lease_for_agent(
     session: Session, agent: AgentRow, settings: ServerSettings, now: datetime
 ) -> list[Command]:

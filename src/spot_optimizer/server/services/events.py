@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     COMMAND_DELIVERED = "command_delivered"
     COMMAND_FINISHED = "command_finished"
     COMMAND_EXPIRED = "command_expired"
+    COMMAND_REASSIGNED = "command_reassigned"
     DECISION = "decision"
     INVENTORY_REPORTED = "inventory_reported"
     POLICY_CHANGED = "policy_changed"
