@@ -105,7 +105,8 @@ def test_every_command_finished(played: tuple[LocalStack, Scenario, list[str]]) 
     try:
         wait_for("every command finished", lambda: not open_commands(), timeout_s=45)
     except TimeoutError:
-        pytest.fail(f"commands still open: {[(c['type'], c['status'], c['agent_id'], c['reason']) for c in open_commands()]}")
+        still = [(c["type"], c["status"], c["agent_id"], c["reason"]) for c in open_commands()]
+        pytest.fail(f"commands still open: {still}")
     assert not [c for c in stack.op.get("/commands", status="expired") if c["type"] not in ROUTINE]
 
 

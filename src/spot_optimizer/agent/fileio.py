@@ -14,8 +14,14 @@ PRIVATE_DIR = 0o700
 
 
 def ensure_private_dir(path: Path) -> None:
-    if not path.exists():
-        path.mkdir(parents=True, mode=PRIVATE_DIR, exist_ok=True)
+    """Create `path` and every missing parent 0700 (`mkdir(parents=True)` would leave the parents 0755)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        os.chmod(directory, PRIVATE_DIR)  # mkdir's mode is masked by the umask
 
 
 def atomic_write(path: Path, data: str) -> None:

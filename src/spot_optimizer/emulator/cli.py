@@ -12,7 +12,6 @@ from types import FrameType
 import typer
 
 
-
 def register(app: typer.Typer) -> None:
     app.command("emulator")(emulator)
 

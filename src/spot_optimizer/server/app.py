@@ -23,6 +23,7 @@ from spot_optimizer.server import db
 from spot_optimizer.server.api import agent as agent_api
 from spot_optimizer.server.api import operator as operator_api
 from spot_optimizer.server.api.deps import get_session
+from spot_optimizer.server.api.openapi import install_error_schemas
 from spot_optimizer.server.decisions import loop as decision_loop
 from spot_optimizer.server.errors import ApiError
 from spot_optimizer.server.metrics import Metrics
@@ -201,4 +202,5 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(agent_api.router)
     app.include_router(operator_api.router)
     app.include_router(web_router)
+    install_error_schemas(app)
     return app

@@ -172,6 +172,52 @@ def _token_over_http(server_url: str, token: str | None, kind: str, note: str | 
     return str(response.json()["token"])
 
 
+def token_revoke(
+    token_id: int = typer.Argument(..., help="Id of the token (printed by `token create`)."),
+    db: str | None = typer.Option(None, "--db", help="Revoke straight in this database (offline)."),
+    server_url: str | None = typer.Option(None, "--server", help="Ask this running server (needs --token)."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="SPOT_OPTIMIZER_TOKEN", help="Admin token for --server."
+    ),
+) -> None:
+    """Revoke a token: it stops working at once, on every server process."""
+    if server_url and not db:
+        import httpx
+
+        if not token:
+            typer.echo("error: --server needs an admin --token (or SPOT_OPTIMIZER_TOKEN)", err=True)
+            raise typer.Exit(2)
+        try:
+            response = httpx.delete(
+                f"{server_url.rstrip('/')}/api/v1/tokens/{token_id}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+        except httpx.HTTPError as exc:
+            typer.echo(f"error: cannot reach server {server_url}: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        if response.status_code >= 400:
+            typer.echo(f"error: server answered HTTP {response.status_code}: {response.text}", err=True)
+            raise typer.Exit(1)
+    else:
+        from spot_optimizer.server.db import make_engine, make_session_factory, upgrade
+        from spot_optimizer.server.services.tokens import revoke_token
+        from spot_optimizer.server.settings import utcnow
+
+        _setup_logging("warning")
+        db_url = db or DEFAULT_DB
+        engine = make_engine(db_url)
+        try:
+            upgrade(db_url, engine)
+            with make_session_factory(engine)() as session:
+                if not revoke_token(session, token_id, utcnow()):
+                    typer.echo(f"error: unknown token id {token_id}", err=True)
+                    raise typer.Exit(1)
+        finally:
+            engine.dispose()
+    typer.echo(f"token {token_id} revoked", err=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("server")(server)
     db_app = typer.Typer(help="Control plane database.", no_args_is_help=True)
@@ -179,4 +225,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
     token_app = typer.Typer(help="Admin and enrollment tokens.", no_args_is_help=True)
     token_app.command("create")(token_create)
+    token_app.command("revoke")(token_revoke)
     app.add_typer(token_app, name="token")

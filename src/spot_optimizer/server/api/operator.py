@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, status
@@ -28,9 +29,11 @@ from spot_optimizer.server.api.schemas import (
 )
 from spot_optimizer.server.decisions import policy as decision_policy
 from spot_optimizer.server.decisions.policy import WorkloadPolicy
+from spot_optimizer.server.errors import NotFound
 from spot_optimizer.server.services import agents, commands, decisions, events, reports, tokens
 from spot_optimizer.server.settings import ServerSettings
 
+logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["operator"], dependencies=[Depends(require_admin)])
 
 
@@ -184,7 +187,15 @@ def list_decisions(workload: str | None = None, session: Session = Depends(get_s
 def create_token(
     body: TokenCreate, session: Session = Depends(get_session), at: datetime = Depends(now)
 ) -> TokenOut:
-    return TokenOut(kind=body.kind, token=tokens.create_token(session, body.kind, at, note=body.note))
+    plain = tokens.create_token(session, body.kind, at, note=body.note)
+    return TokenOut(kind=body.kind, token=plain, id=tokens.token_id(session, plain))
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_token(token_id: int, session: Session = Depends(get_session), at: datetime = Depends(now)) -> None:
+    if not tokens.revoke_token(session, token_id, at):
+        raise NotFound(f"unknown token id {token_id}")
+    logger.warning("token %d revoked", token_id)
 
 
 def _aware(value: datetime | None) -> datetime | None:

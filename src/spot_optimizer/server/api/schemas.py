@@ -163,6 +163,7 @@ class TokenCreate(BaseModel):
 class TokenOut(BaseModel):
     kind: TokenKind
     token: str = Field(description="shown once; only its sha256 is stored")
+    id: int | None = Field(default=None, description="the token's id, to revoke it (DELETE /api/v1/tokens/{id})")
 
 
 class WorkloadPolicyOut(BaseModel):

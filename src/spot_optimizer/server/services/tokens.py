@@ -25,6 +25,21 @@ def create_token(session: Session, kind: TokenKind, now: datetime, note: str | N
     return plain
 
 
+def token_id(session: Session, plain: str) -> int | None:
+    return session.scalar(select(TokenRow.id).where(TokenRow.token_hash == hash_secret(plain)))
+
+
+def revoke_token(session: Session, token_id: int, now: datetime) -> bool:
+    """Revoke a token for good (it stops working at once). False when no such token exists."""
+    row = session.get(TokenRow, token_id)
+    if row is None:
+        return False
+    if row.revoked_at is None:
+        row.revoked_at = now
+        session.commit()
+    return True
+
+
 def seed_token(session: Session, kind: TokenKind, plain: str, now: datetime) -> None:
     """Store an operator-chosen token (from the command line or environment) unless already known."""
     digest = hash_secret(plain)
