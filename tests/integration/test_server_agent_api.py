@@ -312,3 +312,22 @@ def test_a_new_agent_in_a_workload_inherits_its_toggles(client: Any, admin: dict
     rows = {a["agent_id"]: a for a in client.get("/api/v1/agents", headers=admin).json()}
     assert rows[second.agent_id]["toggles"]["auto_terminate"] is True
     assert rows[other.agent_id]["toggles"]["auto_terminate"] is False
+
+
+def test_registration_records_the_agents_own_managed_instance(client: TestClient, admin: dict[str, str],
+                                                              reg_body: Callable[..., dict[str, Any]]) -> None:
+    """Before any inventory report the server knows the agent's own instance from its tags, so the
+    operator can promote a replica away from it at once."""
+    tags = {"ManagedBy": "SpotOptimizer", "SpotOptimizer:Role": "primary", "SpotOptimizer:Workload": "api"}
+    body = reg_body("i-00000000000000b1", workload="api", launch_config={
+        "ami_id": "ami-12345678", "instance_type": "m5.large", "availability_zone": "us-east-1a", "tags": tags})
+    assert client.post("/api/v1/agent/register", json=body).status_code == 200
+    rows = {r["instance_id"]: r for r in client.get("/api/v1/instances", headers=admin).json()}
+    own = rows["i-00000000000000b1"]
+    assert own["managed"] is True and own["role"] == "primary" and own["workload"] == "api"
+    assert own["pool"] == "us-east-1/m5.large/us-east-1a/spot"
+    unmanaged = reg_body("i-00000000000000b2", workload="api", launch_config={
+        "ami_id": "ami-12345678", "instance_type": "m5.large", "availability_zone": "us-east-1a", "tags": {}})
+    assert client.post("/api/v1/agent/register", json=unmanaged).status_code == 200
+    rows = {r["instance_id"]: r for r in client.get("/api/v1/instances", headers=admin).json()}
+    assert rows["i-00000000000000b2"]["managed"] is False

@@ -10,7 +10,15 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from spot_optimizer.core.models import AgentState, LaunchConfig, Toggles
+from spot_optimizer.core.models import (
+    MANAGED_BY_KEY,
+    MANAGED_BY_VALUE,
+    ROLE_TAG,
+    WORKLOAD_TAG,
+    AgentState,
+    LaunchConfig,
+    Toggles,
+)
 from spot_optimizer.core.protocol import (
     HeartbeatRequest,
     HeartbeatResponse,
@@ -20,7 +28,7 @@ from spot_optimizer.core.protocol import (
     RegisterResponse,
 )
 from spot_optimizer.server.errors import Forbidden, NotFound, Unauthorized
-from spot_optimizer.server.models import AgentRow, WorkloadRow
+from spot_optimizer.server.models import AgentRow, InstanceRow, WorkloadRow
 from spot_optimizer.server.services import commands as command_service
 from spot_optimizer.server.services.events import EventKind, emit
 from spot_optimizer.server.services.security import hash_secret, new_secret, secret_matches
@@ -90,6 +98,7 @@ def register(
     agent.role = req.role.value if req.role else agent.role
     agent.last_heartbeat_at = now
     agent.last_seen_at = now
+    _record_own_instance(session, agent, req.launch_config, now)  # flushes the agent row: keep it last
     emit(
         session,
         EventKind.AGENT_REGISTERED,
@@ -107,6 +116,34 @@ def register(
         toggles=Toggles.model_validate(agent.toggles),
         heartbeat_interval_s=settings.heartbeat_interval_s,
     )
+
+
+def _record_own_instance(session: Session, agent: AgentRow, launch_config: LaunchConfig | None,
+                         now: datetime) -> None:
+    """The agent's own instance, as its tags describe it, until the first inventory report: without it
+    the server would refuse to promote away from (or demote) a primary it has not yet seen listed."""
+    if launch_config is None:
+        return
+    tags = dict(launch_config.tags)
+    insert_ignore(session, InstanceRow, {
+        "instance_id": agent.instance_id,
+        "region": agent.region,
+        "az": agent.az,
+        "instance_type": agent.instance_type,
+        "pool": agent.pool,
+        "market": agent.pool.rsplit("/", 1)[-1],
+        "state": "running",
+        "tags": tags,
+        "managed": tags.get(MANAGED_BY_KEY) == MANAGED_BY_VALUE,
+        "workload": tags.get(WORKLOAD_TAG) or agent.workload,
+        "role": tags.get(ROLE_TAG),
+        "launch_time": None,
+        "private_ip": (agent.instance_metadata or {}).get("private_ip"),
+        "public_ip": (agent.instance_metadata or {}).get("public_ip"),
+        "reported_by": agent.agent_id,
+        "updated_at": now,
+        "demoted_at": None,
+    })
 
 
 def _apply_metadata(
@@ -145,6 +182,7 @@ def reconnect(
             f"not {req.metadata.instance_id}: register this instance instead"
         )
     _apply_metadata(agent, req.metadata.model_dump(mode="json"), req.launch_config, req.version)
+    _record_own_instance(session, agent, req.launch_config, now)
     _back_online(session, agent, now, "reconnect")
     if agent.state == AgentState.OFFLINE.value:
         agent.state = AgentState.ONLINE_READY.value
