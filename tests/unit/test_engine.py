@@ -147,3 +147,15 @@ def test_spot_price_above_the_cap_is_never_chosen() -> None:
     launch = next(a for a in decide(w, market(expensive), risk(), NOW, None).actions if a.is_launch)
     assert launch.pool == pool("m5a.large", "eu-west-1b")
     assert launch.max_price is not None and launch.max_price < ONDEMAND["m5a.large"]
+
+
+def test_notice_before_any_price_is_known_still_launches_a_replacement() -> None:
+    """A fresh start or a price outage must not leave a dying primary without a successor."""
+    w = workload([inst("p", pool())])
+    empty = MarketView(spot={}, ondemand={})
+    d = decide(w, empty, risk(), NOW, Event(kind=EventKind.INTERRUPTION, at=NOW, instance_id="p"))
+    launch = next(a for a in d.actions if a.kind in (ActionKind.LAUNCH, ActionKind.FALLBACK_TO_ON_DEMAND))
+    assert launch.pool is not None and launch.pool.market is Market.SPOT
+    assert launch.pool.pool_id != pool().pool_id  # not the dying pool
+    assert launch.fallback_pools and launch.fallback_pools[-1].market is Market.ON_DEMAND
+    assert launch.rationale.numbers["target_price_usd_h"] is None  # unknown, said so, not Infinity

@@ -19,6 +19,7 @@ Rules, in order of urgency (each sees the effect of the ones before it):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -53,8 +54,8 @@ class Option:
     def numbers(self, prefix: str) -> dict[str, object]:
         return {
             f"{prefix}_pool": self.pool.pool_id,
-            f"{prefix}_price_usd_h": round(self.price, 6),
-            f"{prefix}_hourly_cost_usd": round(self.hourly_cost, 6),
+            f"{prefix}_price_usd_h": _finite(self.price),
+            f"{prefix}_hourly_cost_usd": _finite(self.hourly_cost),
             f"{prefix}_monthly_interruption_p": round(self.monthly_risk, 4),
         }
 
@@ -141,6 +142,22 @@ class _Plan:
             Market.ON_DEMAND, exclude, prefer_other_az
         )
 
+    def emergency_order(self, exclude: set[str]) -> list[Option]:
+        """Where to put a primary that is dying or missing. Normally the launch order; but when no pool
+        has a price yet (a fresh start, a Pricing or spot-price outage), the allowed pools that lack only
+        a price, spot first and on-demand last: running unpriced beats not running at all."""
+        order = self.launch_order(exclude)
+        if order:
+            return order
+        unpriced: list[Option] = []
+        for market in (Market.SPOT, Market.ON_DEMAND):
+            if market not in self.workload.settings.allowed_markets:
+                continue
+            pools = _pools(self.workload.region, tuple(self.workload.instance_types), tuple(self.workload.azs), market)
+            unpriced += [opt for pool, pool_id in pools if pool_id not in exclude
+                         and (opt := self.option(pool, pool_id)).why_not == "no price"]
+        return unpriced
+
     def in_cooldown(self) -> bool:
         last = self.workload.last_move_at
         return last is not None and (self.now - last).total_seconds() < self.workload.settings.cooldown_s
@@ -196,6 +213,11 @@ def _pools(region: str, types: tuple[str, ...], azs: tuple[str, ...], market: Ma
     return tuple((p, p.pool_id) for p in pools)
 
 
+def _finite(value: float) -> float | None:
+    """Rationale numbers are JSON: an unknown price is null, not Infinity."""
+    return round(value, 6) if math.isfinite(value) else None
+
+
 def replace_role(inst: InstanceView, role: Role) -> InstanceView:
     return inst.model_copy(update={"role": role})
 
@@ -237,7 +259,7 @@ def _handle_interruptions(plan: _Plan) -> None:
         if pending:
             continue  # a replica is booting: it is promoted as soon as it is ready (rule 2)
         dying = {i.pool.pool_id for i in plan.instances if i.interruption_notice}
-        plan.launch(plan.launch_order(dying | plan.blocked_pools), Role.PRIMARY, Trigger.INTERRUPTION,
+        plan.launch(plan.emergency_order(dying | plan.blocked_pools), Role.PRIMARY, Trigger.INTERRUPTION,
                     "interruption notice and no replica: launch a replacement at once", numbers)
 
 
@@ -252,7 +274,7 @@ def _ensure_primary(plan: _Plan) -> None:
                      plan.option(replica.pool).numbers("replica"))
     elif not plan.healthy_replicas(ready=False):
         dying = {i.pool.pool_id for i in plan.instances if i.interruption_notice}
-        plan.launch(plan.launch_order(dying | plan.blocked_pools), Role.PRIMARY, Trigger.MISSING_PRIMARY,
+        plan.launch(plan.emergency_order(dying | plan.blocked_pools), Role.PRIMARY, Trigger.MISSING_PRIMARY,
                     "no primary and no replica: launch a primary", {})
 
 
