@@ -82,7 +82,7 @@ def notices(
 ) -> Ack:
     ack = reports.record_notices(session, agent, body, at)
     if ack.accepted:
-        decision_loop.wake(request.app)  # decide now, not at the next tick; the handler does not wait
+        decision_loop.wake(request.app, agent.workload)  # decide now, not at the next tick; the handler does not wait
     return ack
 
 

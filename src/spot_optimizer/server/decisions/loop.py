@@ -50,8 +50,8 @@ def _holder(app: FastAPI) -> str:
     return str(app.state.decision_holder)
 
 
-def run_decisions_once(app: FastAPI) -> LoopRun:
-    """One pass over every workload, if this process holds the leader lease."""
+def run_decisions_once(app: FastAPI, only: set[str] | None = None) -> LoopRun:
+    """One pass over every workload (or just those in `only`), if this process holds the leader lease."""
     settings: ServerSettings = app.state.settings
     holder = _holder(app)
     now = settings.clock()
@@ -65,7 +65,10 @@ def run_decisions_once(app: FastAPI) -> LoopRun:
         command_service.expire_due(session, now)
         run = LoopRun(leader=True)
         last_runs: dict[str, datetime] = app.state.decision_last_run
-        for workload in session.scalars(select(WorkloadRow).order_by(WorkloadRow.name)).all():
+        query = select(WorkloadRow).order_by(WorkloadRow.name)
+        if only:
+            query = query.where(WorkloadRow.name.in_(sorted(only)))
+        for workload in session.scalars(query).all():
             since = last_runs.get(workload.name, now - timedelta(seconds=max(settings.decision_interval_s, 60.0)))
             try:
                 _run_workload(session, settings, workload, since, now, run)
@@ -130,22 +133,32 @@ def _store(session: Session, state: WorkloadState, decision: Decision, woke_by: 
 
 
 # --- running in the background ---------------------------------------------------------------------------
-def wake(app: FastAPI) -> None:
-    """Make the background loop run now (safe from any thread; a no-op when it does not run)."""
+def wake(app: FastAPI, workload: str | None = None) -> None:
+    """Make the background loop run now (safe from any thread; a no-op when it does not run). With a
+    workload, the next pass decides for it alone: a notice should not wait behind every other workload."""
     waker = getattr(app.state, "decision_waker", None)
     if waker is not None:
+        if workload is not None:
+            app.state.decision_urgent.add(workload)
         waker()
 
 
 async def _loop(app: FastAPI, interval: float, event: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    last_full = loop.time()
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=interval)
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, last_full + interval - loop.time()))
         event.clear()
+        urgent: set[str] = set(app.state.decision_urgent)
+        app.state.decision_urgent.difference_update(urgent)
+        full = not urgent or loop.time() - last_full >= interval
         try:
-            await run_in_threadpool(run_decisions_once, app)
+            await run_in_threadpool(run_decisions_once, app, None if full else urgent)
         except Exception:
             logger.exception("decision loop pass failed; retrying in %.1f s", interval)
+        if full:
+            last_full = loop.time()
 
 
 def start(app: FastAPI) -> asyncio.Task[None] | None:
@@ -157,6 +170,7 @@ def start(app: FastAPI) -> asyncio.Task[None] | None:
         return None
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
+    app.state.decision_urgent = set()
     app.state.decision_waker = lambda: loop.call_soon_threadsafe(event.set)
     return asyncio.create_task(_loop(app, settings.decision_interval_s, event))
 
