@@ -217,3 +217,13 @@ def test_report_command_results_to_backend(e2e: LocalStack) -> None:
     mine = [c for c in commands if c["status"] not in ("pending", "delivered")]
     assert all(c["result"] is not None or c["status"] == "failed" for c in mine)
     assert {c["status"] for c in commands} <= {"succeeded", "failed", "pending", "delivered"}
+
+
+def test_last_known_policy_reaches_the_agent_config(e2e: LocalStack) -> None:
+    """What the agent would use to act alone if the server went away: the workload's allowed pools."""
+    collected_prices(e2e)  # prices in every AZ make every AZ an allowed default
+    path = agent_dir(e2e, primary_id(e2e)) / "spot_optimizer_config.json"
+    azs = sorted(e2e.region.seed.subnets)
+    policy = wait_for("policy persisted by the agent", lambda: (p := json.loads(path.read_text())["policy"])
+                      and sorted(p["availability_zones"]) == azs and p, timeout_s=40)
+    assert policy["instance_types"] == ["m5.large"] and policy["allow_on_demand"] is True

@@ -19,7 +19,7 @@ from typing import Any
 from spot_optimizer import __version__
 from spot_optimizer.agent.autonomous import act_alone
 from spot_optimizer.agent.client import ServerClient, ServerRejected, ServerUnavailable
-from spot_optimizer.agent.config import AgentConfig, ConfigStore
+from spot_optimizer.agent.config import AgentConfig, ConfigStore, LastKnownPolicy
 from spot_optimizer.agent.executor import CommandExecutor
 from spot_optimizer.agent.journal import CommandJournal
 from spot_optimizer.agent.logsetup import redact
@@ -46,7 +46,7 @@ from spot_optimizer.core.models import (
     Pool,
     Role,
 )
-from spot_optimizer.core.protocol import HeartbeatRequest, ReconnectRequest, RegisterRequest
+from spot_optimizer.core.protocol import AgentPolicy, HeartbeatRequest, ReconnectRequest, RegisterRequest
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,15 @@ class Agent:
             logger.info("CONFIG UPDATE from server: toggles=%s workload=%s", toggles, workload)
             self.store.save(self.config)
 
+    def _apply_policy(self, policy: AgentPolicy) -> None:
+        """Keep the workload's allowed pools: what the agent uses if it must act alone on a notice."""
+        known = LastKnownPolicy(instance_types=policy.instance_types, availability_zones=policy.availability_zones,
+                                allow_on_demand=policy.allow_on_demand)
+        if known != self.config.policy:
+            logger.info("CONFIG UPDATE from server: last known policy %s", known.model_dump())
+            self.config.policy = known
+            self.store.save(self.config)
+
     def heartbeat(self) -> None:
         assert self.metadata is not None
         pool = Pool(region=self.ec2.region, instance_type=self.metadata.instance_type,
@@ -237,6 +246,8 @@ class Agent:
             interval = min(interval, self.settings.urgent_heartbeat_s)
         self._next_heartbeat = time.monotonic() + interval * random.uniform(0.9, 1.1)
         self._apply_server_view(response.toggles.model_dump(), response.heartbeat_interval_s, None)
+        if response.policy is not None:
+            self._apply_policy(response.policy)
         for command in response.commands:
             logger.info("COMMAND RECEIVED: %s %s params=%s", command.type.value, command.command_id, command.params)
             previous = self.state

@@ -66,10 +66,19 @@ class HeartbeatRequest(BaseModel):
     sent_at: datetime | None = None
 
 
+class AgentPolicy(BaseModel):
+    """Where the workload may run, so that an agent cut off from the server can still act on a notice."""
+
+    instance_types: list[str]
+    availability_zones: list[str]
+    allow_on_demand: bool = True
+
+
 class HeartbeatResponse(BaseModel):
     toggles: Toggles
     commands: list[Command] = Field(default_factory=list)
     heartbeat_interval_s: float
+    policy: AgentPolicy | None = None  # the workload's allowed pools, once the decision loop knows them
 
 
 class ResultsRequest(BaseModel):

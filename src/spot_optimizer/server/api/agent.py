@@ -53,13 +53,16 @@ def reconnect(
 
 @router.post("/{agent_id}/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(
+    request: Request,
     body: HeartbeatRequest,
     agent: AgentRow = Depends(current_agent),
     session: Session = Depends(get_session),
     settings: ServerSettings = Depends(get_settings),
     at: datetime = Depends(now),
 ) -> HeartbeatResponse:
-    return agents.heartbeat(session, agent, body, settings, at)
+    response = agents.heartbeat(session, agent, body, settings, at)
+    response.policy = getattr(request.app.state, "decision_policies", {}).get(agent.workload)
+    return response
 
 
 @router.post("/{agent_id}/results", response_model=Ack)

@@ -23,6 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from spot_optimizer.core.decision import Action, Decision
 from spot_optimizer.core.engine import decide
+from spot_optimizer.core.models import Market
+from spot_optimizer.core.protocol import AgentPolicy
 from spot_optimizer.server.decisions import advisor, freshness, lease
 from spot_optimizer.server.decisions.actuate import Actuator
 from spot_optimizer.server.decisions.market import market_view, risk_view, waking_event
@@ -41,6 +43,7 @@ class LoopRun:
     leader: bool
     decisions: list[DecisionRow] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)  # ids of the commands issued
+    policies: dict[str, AgentPolicy] = field(default_factory=dict)  # workload -> where it may run
 
 
 def _holder(app: FastAPI) -> str:
@@ -76,6 +79,8 @@ def run_decisions_once(app: FastAPI, only: set[str] | None = None) -> LoopRun:
                 session.rollback()
                 logger.exception("decision loop failed for workload %s; the next pass retries", workload.name)
             last_runs[workload.name] = now
+        # Heartbeats hand this to the agents: their last known policy if the server goes away.
+        app.state.decision_policies = {**getattr(app.state, "decision_policies", {}), **run.policies}
         return run
 
 
@@ -91,6 +96,9 @@ def _run_workload(
     try:
         if not state.view.instance_types or not state.view.azs:
             return  # nothing is known yet about where it may run: wait for the inventory and prices
+        run.policies[workload.name] = AgentPolicy(
+            instance_types=list(state.view.instance_types), availability_zones=list(state.view.azs),
+            allow_on_demand=Market.ON_DEMAND in state.view.settings.allowed_markets)
         event = waking_event(session, workload.name, since, now)
         decision = decide(state.view, market_view(session, state.view),
                           risk_view(session, state.view, settings.advisor_path, now), now, event)
