@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 
 from spot_optimizer.agent.config import AgentConfig
 from spot_optimizer.agent.executor import CommandExecutor
+from spot_optimizer.aws.ec2 import tags_of
 from spot_optimizer.core.commands import Command, CommandStatus, CommandType
-from spot_optimizer.core.models import Market, Notice, Role
+from spot_optimizer.core.errors import SpotOptimizerError
+from spot_optimizer.core.models import ROLE_TAG, Market, Notice, Role
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,28 @@ def candidate_pools(config: AgentConfig) -> list[tuple[str, str, Market]]:
     return pools
 
 
+def existing_successor(config: AgentConfig, executor: CommandExecutor) -> str | None:
+    """A live sibling of this workload (the replacement the server launched before it went away, or a
+    standby replica): promote that instead of launching another one."""
+    if not config.workload:
+        return None
+    try:
+        siblings = executor.ec2.workload_instances(config.workload)
+    except SpotOptimizerError as exc:
+        logger.warning("Could not look for an existing successor (%s); launching one", exc)
+        return None
+    rank = {Role.PRIMARY.value: 0, Role.REPLICA.value: 1}
+    candidates = sorted(
+        (rank[tags_of(i).get(ROLE_TAG, "")], i["State"]["Name"] != "running", i["InstanceId"]) for i in siblings
+        if i["InstanceId"] != config.current_instance_id and tags_of(i).get(ROLE_TAG) in rank
+    )
+    if not candidates:
+        return None
+    logger.warning("Found a live successor %s in workload %s: promoting it instead of launching",
+                   candidates[0][2], config.workload)
+    return candidates[0][2]
+
+
 def act_alone(
     notice: Notice,
     config: AgentConfig,
@@ -46,8 +70,8 @@ def act_alone(
     """Launch + promote without the server. Returns the new primary's instance id, or None."""
     logger.critical("Control plane unreachable during an interruption notice: acting alone (policy %s)",
                     config.policy.model_dump())
-    new_id: str | None = None
-    for n, (itype, az, market) in enumerate(candidate_pools(config)):
+    new_id = existing_successor(config, executor)
+    for n, (itype, az, market) in enumerate([] if new_id else candidate_pools(config)):
         command = Command(
             command_id=f"auto-{notice.notice_id}-launch-{n}", type=CommandType.LAUNCH, issued_at=clock(),
             params={"instance_type": itype, "az": az, "market": market.value, "role": Role.REPLICA.value,

@@ -47,6 +47,9 @@ def agent(
                                                help="Seconds between metadata polls for notices."),
     heartbeat_interval: float = typer.Option(5.0, "--heartbeat-interval", min=0.05,
                                              help="Seconds between heartbeats until the server says otherwise."),
+    autonomy_grace: float = typer.Option(
+        20.0, "--autonomy-grace", min=0,
+        help="Seconds the server must stay unreachable during an interruption notice before the agent acts alone."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Log every action instead of calling AWS for it."),
     ca_bundle: str | None = typer.Option(None, "--ca-bundle", help="CA bundle to verify the server's TLS."),
     log_level: str = typer.Option("DEBUG", "--log-level", help="DEBUG (default, as the seed asks), INFO, ..."),
@@ -63,7 +66,7 @@ def agent(
         server_url=server, enrollment_token=_read_token(enrollment_token, enrollment_token_file),
         config_path=config, imds_endpoint=imds_endpoint, region=region, workload=workload,
         aws_endpoint_url=aws_endpoint_url, notice_poll_s=notice_poll_interval, heartbeat_s=heartbeat_interval,
-        dry_run=dry_run, crash_at=crash_at, ca_bundle=ca_bundle,
+        dry_run=dry_run, crash_at=crash_at, ca_bundle=ca_bundle, autonomy_grace_s=autonomy_grace,
     )
     try:
         instance = Agent(settings)

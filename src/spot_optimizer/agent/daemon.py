@@ -67,6 +67,8 @@ class AgentSettings:
     # After a notice, commands matter within seconds: heartbeat this often until the window closes.
     urgent_heartbeat_s: float = 0.25
     urgent_window_s: float = 60.0
+    # How long the server must stay unreachable during an interruption notice before the agent acts alone.
+    autonomy_grace_s: float = 20.0
     dry_run: bool = False
     crash_at: str | None = None
     ca_bundle: str | None = None
@@ -100,6 +102,7 @@ class Agent:
         self._next_role_refresh = 0.0
         self._pending_interruption: Notice | None = None
         self._urgent_until = 0.0
+        self._unreachable_since: float | None = time.monotonic()  # not yet connected counts as unreachable
         redact(settings.enrollment_token)
         redact(self.config.agent_secret)
 
@@ -190,6 +193,7 @@ class Agent:
 
     def _connected(self) -> bool:
         self.server_reachable = True
+        self._unreachable_since = None
         self._failures = 0
         if self.state == AgentState.REGISTER_PENDING:
             self.set_state(AgentState.ONLINE_READY)
@@ -197,6 +201,8 @@ class Agent:
 
     def _server_down(self, exc: Exception) -> None:
         self.server_reachable = False
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
         self._failures += 1
         delay = min(self.settings.max_backoff_s, self.heartbeat_s * 2 ** min(self._failures - 1, 6))
         delay *= random.uniform(0.8, 1.2)
@@ -290,16 +296,32 @@ class Agent:
                 # The server decides on a notice at once; fetch its commands now, not at the next heartbeat.
                 self._urgent_until = time.monotonic() + self.settings.urgent_window_s
                 self._next_heartbeat = 0.0
-        if self._pending_interruption is not None and not self.server_reachable and self.role == Role.PRIMARY:
-            notice, self._pending_interruption = self._pending_interruption, None
-            new_id = act_alone(notice, self.config, self.executor)
-            if new_id:
-                self._set_role(Role.ZOMBIE.value)
-            self.set_state(AgentState.DRAINING)
-        elif self._pending_interruption is not None and self.server_reachable:
-            # The server decides; we keep the notice only for the case it goes away before acting.
+        notice = self._pending_interruption
+        if notice is None:
+            return
+        self.set_state(AgentState.DRAINING)
+        if self.role != Role.PRIMARY:
+            # Not (or no longer) the primary: a replica is simply replaced, and a primary that the server
+            # already demoted has its successor. Nothing for this agent to do alone.
             self._pending_interruption = None
-            self.set_state(AgentState.DRAINING)
+            return
+        if self.server_reachable or not self._autonomy_due(notice):
+            return  # the server decides; the notice is kept in case the server goes away before acting
+        self._pending_interruption = None
+        new_id = act_alone(notice, self.config, self.executor)
+        if new_id:
+            self._set_role(Role.ZOMBIE.value)
+
+    def _autonomy_due(self, notice: Notice) -> bool:
+        """Act alone only once the server has been unreachable for a while: a slow answer under load is
+        not an outage, and a server that got the notice is already acting (acting too would launch twice).
+        The wait is cut to a third of the time left before the instance goes."""
+        since = self._unreachable_since if self._unreachable_since is not None else time.monotonic()
+        remaining = 120.0
+        if notice.action_time is not None:
+            remaining = (notice.action_time - datetime.now(UTC)).total_seconds()
+        grace = min(self.settings.autonomy_grace_s, max(0.0, remaining / 3))
+        return time.monotonic() - since >= grace
 
     def refresh_role(self) -> None:
         if time.monotonic() < self._next_role_refresh or self.metadata is None:

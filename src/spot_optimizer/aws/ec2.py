@@ -132,6 +132,20 @@ class Ec2Operations:
                             return dict(instance)
         return None
 
+    def workload_instances(self, workload: str) -> list[dict[str, Any]]:
+        """Live (pending/running) managed instances of a workload, e.g. a replacement already launched."""
+        logger.debug("AWS call: DescribeInstances tag:%s=%s (live, managed)", WORKLOAD_TAG, workload)
+        found: list[dict[str, Any]] = []
+        with translated("DescribeInstances"):
+            for page in self.client.get_paginator("describe_instances").paginate(Filters=[
+                {"Name": f"tag:{WORKLOAD_TAG}", "Values": [workload]},
+                {"Name": f"tag:{MANAGED_BY_KEY}", "Values": [MANAGED_BY_VALUE]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ]):
+                for reservation in page.get("Reservations", []):
+                    found.extend(dict(i) for i in reservation.get("Instances", []))
+        return found
+
     def subnet_for(self, config: LaunchConfig, az: str | None, request_id: str | None = None) -> str | None:
         """The parent's subnet, or a subnet of the same VPC in the requested AZ."""
         if az is None or az == config.availability_zone or not config.vpc_id:

@@ -29,6 +29,17 @@ def _tags_in(params: dict[str, str], prefix: str) -> dict[str, str]:
     return {v: params.get(f"{k}.Value", "") for k, v in keys.items()}
 
 
+def _tolerant(probe: Any) -> Any:
+    """Under this load moto now and then answers 500: a probe that fails is just "not yet"."""
+    def wrapped(*args: Any) -> Any:
+        try:
+            return probe(*args)
+        except Exception:  # noqa: BLE001
+            return None
+    return wrapped
+
+
+@_tolerant
 def _primary(stack: LocalStack, workload: str) -> str | None:
     ec2 = stack.region.moto_client("ec2")
     found = ec2.describe_instances(Filters=[
@@ -38,6 +49,7 @@ def _primary(stack: LocalStack, workload: str) -> str | None:
     return ids[0] if len(ids) == 1 else None
 
 
+@_tolerant
 def _replica_ready(stack: LocalStack, workload: str) -> str | None:
     ec2 = stack.region.moto_client("ec2")
     found = ec2.describe_instances(Filters=[
