@@ -159,3 +159,12 @@ def test_notice_before_any_price_is_known_still_launches_a_replacement() -> None
     assert launch.pool.pool_id != pool().pool_id  # not the dying pool
     assert launch.fallback_pools and launch.fallback_pools[-1].market is Market.ON_DEMAND
     assert launch.rationale.numbers["target_price_usd_h"] is None  # unknown, said so, not Infinity
+
+
+def test_a_replacement_already_launched_is_not_launched_again() -> None:
+    """A later pass that still sees the dying primary (e.g. its tags still say primary) must not launch a
+    second replacement while the first one boots."""
+    booting = inst("r1", pool(az="eu-west-1b"), Role.PRIMARY, ready=False)
+    w = workload([inst("p", pool(), interruption_notice=True), booting])
+    d = decide(w, market(), risk(), NOW, Event(kind=EventKind.TICK, at=NOW))
+    assert ActionKind.LAUNCH not in kinds(d) and ActionKind.FALLBACK_TO_ON_DEMAND not in kinds(d)

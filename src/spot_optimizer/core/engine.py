@@ -254,10 +254,14 @@ def _handle_interruptions(plan: _Plan) -> None:
                          {**numbers, **plan.option(replica.pool).numbers("replica")})
             continue
         pending = plan.healthy_replicas(ready=False)
+        successor = [i for i in plan.instances if i.role is Role.PRIMARY and i.instance_id != inst.instance_id
+                     and not i.interruption_notice]
         plan.demote(inst, Trigger.INTERRUPTION, "interruption notice: the primary dies within two minutes",
                     numbers)
         if pending:
             continue  # a replica is booting: it is promoted as soon as it is ready (rule 2)
+        if successor:
+            continue  # its replacement was already launched (an earlier pass): never launch a second one
         dying = {i.pool.pool_id for i in plan.instances if i.interruption_notice}
         plan.launch(plan.emergency_order(dying | plan.blocked_pools), Role.PRIMARY, Trigger.INTERRUPTION,
                     "interruption notice and no replica: launch a replacement at once", numbers)
