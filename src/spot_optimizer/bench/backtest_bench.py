@@ -13,7 +13,7 @@ PRICES = DATA / "spot-prices" / "eu-west-1_linux_2021-12-13_2022-06-07.csv.gz"
 ONDEMAND = DATA / "ondemand" / "ondemand_linux_32regions_2025-04.csv"
 ADVISOR = DATA / "spot-advisor" / "spot-advisor-data_2025-06-28.json"
 REGION = "eu-west-1"
-INSTANCES = 10
+INSTANCES = 30  # enough workloads that interruptions (a few per 10 workloads per half-year) are compared
 SEED = 0
 
 TYPE_SETS: dict[str, tuple[str, ...]] = {
