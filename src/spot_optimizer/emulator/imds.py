@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from spot_optimizer.emulator.background import BackgroundHTTPServer
 
 logger = logging.getLogger(__name__)
 
@@ -224,35 +226,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body)
 
 
-class MetadataServer(ThreadingHTTPServer):
+class MetadataServer(BackgroundHTTPServer):
     """Serves one MetadataState on host:port (port 0 picks a free one). Use as a context manager."""
 
-    daemon_threads = True
-    allow_reuse_address = True
+    thread_name = "imds"
 
     def __init__(self, state: MetadataState, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__((host, port), _Handler)
         self.state = state
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> MetadataServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="imds", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> MetadataServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from spot_optimizer.emulator import wire
+from spot_optimizer.emulator.background import BackgroundHTTPServer
 from spot_optimizer.emulator.clock import EmulatedClock
 from spot_optimizer.emulator.faults import CallContext, CallLog, Fault, FaultInjector
 from spot_optimizer.emulator.market import OnDemandTable, PriceRecord, SpotMarket
@@ -43,10 +44,9 @@ class _Answer:
     error_code: str | None = None
 
 
-class ShimServer(ThreadingHTTPServer):
-    daemon_threads = True
+class ShimServer(BackgroundHTTPServer):
     request_queue_size = 128  # many agents connect at once
-    allow_reuse_address = True
+    thread_name = "aws-shim"
 
     def __init__(
         self,
@@ -71,24 +71,7 @@ class ShimServer(ThreadingHTTPServer):
         self.subnet_az = subnet_az
         self.market_lock = threading.Lock()
         self.routes: dict[tuple[str, str], Route] = {}
-        self._thread: threading.Thread | None = None
         self._install_routes()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> ShimServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="aws-shim", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def add_route(self, method: str, path: str, handler: Route) -> None:
         self.routes[(method.upper(), path)] = handler
