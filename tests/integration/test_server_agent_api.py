@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from helpers.records import inventory_record
 from spot_optimizer.server.models import AgentRow
 
 HB = {"state": "ONLINE_READY", "version": "0.1.0"}
@@ -284,21 +285,6 @@ def test_prices_and_inventory_reach_the_operator_api(client, admin, make_agent):
     assert [(i["instance_id"], i["role"], i["managed"]) for i in instances] == [(agent.instance_id, "primary", True)]
 
 
-def inventory_record(instance_id: str, workload: str | None, role: str = "replica", managed: bool = True):
-    tags = {"SpotOptimizer:Role": role}
-    if managed:
-        tags["ManagedBy"] = "SpotOptimizer"
-    if workload:
-        tags["SpotOptimizer:Workload"] = workload
-    return {
-        "instance_id": instance_id,
-        "state": "running",
-        "az": "us-east-1a",
-        "instance_type": "m5.large",
-        "pool": "us-east-1/m5.large/us-east-1a/spot",
-        "market": "spot",
-        "tags": tags,
-    }
 
 
 def test_a_new_agent_in_a_workload_inherits_its_toggles(client: Any, admin: dict[str, str],

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from helpers.records import inventory_record
+
 HB = {"state": "ONLINE_READY", "version": "0.1.0"}
 
 
-def inventory_record(instance_id: str, workload: str | None, managed: bool = True) -> dict[str, Any]:
-    tags = {"SpotOptimizer:Role": "replica"}
-    if managed:
-        tags["ManagedBy"] = "SpotOptimizer"
-    if workload:
-        tags["SpotOptimizer:Workload"] = workload
-    return {
-        "instance_id": instance_id,
-        "state": "running",
-        "az": "us-east-1a",
-        "instance_type": "m5.large",
-        "pool": "us-east-1/m5.large/us-east-1a/spot",
-        "market": "spot",
-        "tags": tags,
-    }
 
 
 def test_toggles_set_by_operator_reach_the_agent_in_its_heartbeat(client, admin, make_agent):
