@@ -316,3 +316,86 @@ def test_a_command_left_with_a_dead_agent_moves_to_a_live_agent_of_the_workload(
     assert row["params"]["old_instance_id"] == "i-primary"  # the promote keeps its meaning
     assert row["status"] == "delivered" and row["delivery_count"] >= 2  # to the dead agent, then here
     assert any(e["kind"] == "command_reassigned" for e in world.get("/events"))
+
+
+def test_on_a_notice_the_launch_is_delivered_before_the_collections(world: World) -> None:
+    """An agent runs its commands in order: a launch behind a price and inventory sweep would wait for both."""
+    world.inventory()
+    world.notice()
+    world.run()  # the first pass also finds both collections due
+    assert sorted(c["type"] for c in world.commands(engine_only=False)) == [
+        "collect_inventory", "collect_prices", "launch"]
+    beat = world.client.post(world.primary.url("heartbeat"), headers=world.primary.headers, json={
+        "state": "ONLINE_READY", "version": "0.1.0", "instance_id": "i-primary", "role": "primary"}).json()
+    assert [c["type"] for c in beat["commands"]][0] == "launch"
+    assert [c["delivery"] for c in beat["commands"]] == [1, 1, 1]
+
+
+def test_collections_go_to_an_agent_that_is_not_being_interrupted(world: World, make_agent: Any) -> None:
+    replica_agent = make_agent("i-replica", workload="web", role="replica")
+    world.inventory(record("i-replica", "replica", "us-east-1b"))
+    world.notice()
+    world.run()
+    by_type = {c["type"]: c["agent_id"] for c in world.commands(engine_only=False)}
+    assert by_type["promote"] == world.primary.agent_id  # the move goes through the primary, as before
+    assert by_type["collect_prices"] == by_type["collect_inventory"] == replica_agent.agent_id
+
+
+def test_one_inventory_sweep_per_region_whatever_the_number_of_workloads(world: World, make_agent: Any) -> None:
+    """An inventory lists the whole region: one per cadence is enough for every workload in it."""
+    others = [make_agent(f"i-other{n}", workload=f"api{n}", role="primary") for n in range(3)]
+    world.inventory(*[{**record(a.instance_id, "primary", "us-east-1a"),
+                       "tags": {"ManagedBy": "SpotOptimizer", "SpotOptimizer:Role": "primary",
+                                "SpotOptimizer:Workload": a.workload}} for a in others])
+    world.run()
+    issued = world.get("/commands")
+    assert [c["type"] for c in issued].count("collect_inventory") == 1
+    assert {c["workload"] for c in issued if c["type"] == "collect_prices"} == {"web", "api0", "api1", "api2"}
+    for command in issued:  # all done; within the cadence still nothing new
+        agent = next(a for a in [world.primary, *others] if a.agent_id == command["agent_id"])
+        world.client.post(agent.url("results"), headers=agent.headers, json={"results": [{
+            "command_id": command["command_id"], "status": "succeeded", "finished_at": world.clock().isoformat()}]})
+    def advance(seconds: float) -> None:
+        world.clock.advance(seconds)
+        for a in [world.primary, *others]:  # every agent stays online
+            world.client.post(a.url("heartbeat"), headers=a.headers, json={
+                "state": "ONLINE_READY", "version": "0.1.0", "instance_id": a.instance_id, "role": "primary"})
+
+    advance(10)
+    world.run()
+    assert [c["type"] for c in world.get("/commands")].count("collect_inventory") == 1
+    advance(10)
+    advance(15)  # past the 30 s inventory cadence
+    world.run()
+    assert [c["type"] for c in world.get("/commands")].count("collect_inventory") == 2
+
+
+def test_a_notice_is_answered_once_its_decision_is_made(server_settings: Any) -> None:
+    """With the background loop running, the notice POST returns after the pass it woke: the agent's next
+    heartbeat (sent right after the answer) carries the launch."""
+    from spot_optimizer.server.app import create_app
+
+    app = create_app(dataclasses.replace(server_settings, decision_interval_s=3600))  # only wake-ups run
+    with TestClient(app) as client:
+        body = {"enrollment_token": "test-enrollment-token", "version": "0.1.0", "workload": "web",
+                "role": "primary", "metadata": {"instance_id": "i-primary", "instance_type": "m5.large",
+                                                "availability_zone": "us-east-1a", "region": REGION,
+                                                "ami_id": "ami-12345678", "lifecycle": "spot"}}
+        reg = client.post("/api/v1/agent/register", json=body).json()
+        headers = {"Authorization": f"Bearer {reg['agent_secret']}"}
+        base = f"/api/v1/agent/{reg['agent_id']}"
+        stamp = server_settings.clock().isoformat()
+        client.post(f"{base}/prices", headers=headers, json={"spot": [
+            {"instance_type": "m5.large", "az": f"{REGION}{az}", "price": p, "timestamp": stamp}
+            for az, p in (("a", 0.03), ("b", 0.035))], "ondemand": [
+            {"instance_type": "m5.large", "region": REGION, "price": OD_PRICE}]})
+        client.post(f"{base}/inventory", headers=headers,
+                    json={"instances": [record("i-primary", "primary", "us-east-1a")]})
+        payload = {"action": "terminate", "time": "2025-01-01T12:02:00Z"}
+        answer = client.post(f"{base}/notices", headers=headers, json={"notices": [{
+            "notice_id": Notice.make_id(NoticeKind.INTERRUPTION, "i-primary", payload), "kind": "interruption",
+            "instance_id": "i-primary", "payload": payload, "detected_at": stamp}]})
+        assert answer.status_code == 200
+        beat = client.post(f"{base}/heartbeat", headers=headers, json={
+            "state": "DRAINING", "version": "0.1.0", "instance_id": "i-primary", "role": "primary"}).json()
+        assert "launch" in [c["type"] for c in beat["commands"]]

@@ -22,7 +22,7 @@ from spot_optimizer.core.decision import Action, ActionKind, Decision, command_f
 from spot_optimizer.core.models import ROLE_TAG, Role
 from spot_optimizer.server.decisions.state import ACTIVE_STATES, RETAG_REASON, WorkloadState
 from spot_optimizer.server.errors import ApiError
-from spot_optimizer.server.models import CommandRow, InstanceRow
+from spot_optimizer.server.models import AgentRow, CommandRow, InstanceRow
 from spot_optimizer.server.services.commands import OPEN_STATUSES, issue_command
 from spot_optimizer.server.settings import ServerSettings
 
@@ -61,16 +61,19 @@ class Actuator:
         self.issued: list[CommandRow] = []
         self.demoted: list[str] = []
 
-    def issue(self, command_type: CommandType, params: dict[str, Any], reason: str) -> dict[str, Any]:
+    def issue(self, command_type: CommandType, params: dict[str, Any], reason: str,
+              agent: AgentRow | None = None) -> dict[str, Any]:
+        """Issue one command to `agent` (default: the workload's command agent) unless an equivalent is open."""
         key = command_key(command_type.value, params)
         existing = self.open.get(key)
         if existing is not None:
             return {"outcome": "already_open", "command_id": existing.command_id}
-        if self.agent is None:
+        agent = agent or self.agent
+        if agent is None:
             return {"outcome": "no_online_agent"}
         try:
             row = issue_command(
-                self.session, agent_id=self.agent.agent_id, command_type=command_type, params=params,
+                self.session, agent_id=agent.agent_id, command_type=command_type, params=params,
                 settings=self.settings, now=self.now, reason=reason, source="engine",
             )
         except ApiError as exc:

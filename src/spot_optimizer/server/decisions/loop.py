@@ -91,10 +91,9 @@ def _run_workload(
     if state is None or not state.view.region:
         return
     actuator = Actuator(session, settings, state, now)
-    freshness.refresh(actuator, settings.prices_refresh_s, settings.inventory_refresh_s)
-    collected = len(actuator.issued)
     try:
         if not state.view.instance_types or not state.view.azs:
+            freshness.refresh(actuator, settings.prices_refresh_s, settings.inventory_refresh_s)
             return  # nothing is known yet about where it may run: wait for the inventory and prices
         run.policies[workload.name] = AgentPolicy(
             instance_types=list(state.view.instance_types), availability_zones=list(state.view.azs),
@@ -104,10 +103,13 @@ def _run_workload(
                           risk_view(session, state.view, settings.advisor_path, now), now, event)
         entries = [_entry(a, actuator.apply(a)) for a in decision.actions]
         entries += [r for r in actuator.retag_demoted(decision) if r["outcome"] == "issued"]
-        acted = len(actuator.issued) > collected or bool(actuator.demoted)
+        acted = bool(actuator.issued) or bool(actuator.demoted)
         stored = _store(session, state, decision, event.kind.value, entries, acted)
         if stored is not None:
             run.decisions.append(stored)
+        # Collections after the decision's own commands: an agent runs its commands in the order issued, and
+        # a launch on an interruption notice must not wait behind a price or inventory sweep.
+        freshness.refresh(actuator, settings.prices_refresh_s, settings.inventory_refresh_s)
     finally:
         run.commands += [c.command_id for c in actuator.issued]
 

@@ -51,6 +51,15 @@ class WorkloadState:
                 return agent
         return online[0] if online else None
 
+    def collect_agent(self) -> AgentRow | None:
+        """Where price and inventory requests go: an online agent whose instance is not being interrupted
+        (a dying instance's agent has a launch or a promotion to run first), else the command agent."""
+        interrupted = {i.instance_id for i in self.view.instances if i.interruption_notice}
+        for agent in self.agents:
+            if agent_online(agent) and agent.instance_id not in interrupted:
+                return agent
+        return self.command_agent()
+
 
 def _launched_at(row: InstanceRow) -> datetime:
     if row.launch_time:
