@@ -106,6 +106,42 @@ def test_launch_twice_with_same_request_id_makes_one_instance(world: World, ops:
     assert sum(len(r["Instances"]) for r in found["Reservations"]) == 1
 
 
+def test_a_first_delivery_launches_without_a_lookup_and_a_redelivery_looks_first(
+    world: World, ops: Ec2Operations, tmp_path: Any
+) -> None:
+    """On a notice every round trip counts: a command the server delivers for the first time, and the journal
+    never started, cannot have run anywhere, so RunInstances goes out at once. Any later delivery looks for
+    the request-id tag first and reuses what it finds."""
+    from spot_optimizer.agent.config import AgentConfig
+    from spot_optimizer.agent.executor import CommandExecutor
+    from spot_optimizer.agent.journal import CommandJournal
+    from spot_optimizer.aws.pricing import PriceCollector
+    from spot_optimizer.core.commands import Command, CommandType
+
+    config = AgentConfig(workload="web")
+    config.set_launch_config(ops.discover_launch_config(world.own_instance_id), world.own_instance_id)
+    lookups: list[dict[str, Any]] = []
+    ops.client.meta.events.register("provide-client-params.ec2.DescribeInstances",
+                                    lambda params, **_: lookups.append(params))
+
+    def executor(journal: str) -> CommandExecutor:
+        return CommandExecutor(ops, PriceCollector(ops.client, None, REGION), CommandJournal(tmp_path / journal),
+                               lambda: config, lambda kind, payload: None)
+
+    command = Command(command_id="req-first", type=CommandType.LAUNCH, delivery=1,
+                      params={"instance_type": "m5.large", "az": AZS[1], "role": "primary"})
+    first = executor("a.jsonl").execute(command)
+    assert first.status.value == "succeeded" and first.result["reused"] is False
+    assert lookups == []
+    # The result was lost with the instance's disk: the server delivers it again to another agent.
+    again = executor("b.jsonl").execute(command.model_copy(update={"delivery": 2}))
+    assert again.result == {**again.result, "instance_id": first.result["instance_id"], "reused": True}
+    assert len(lookups) == 1
+    # A server that does not say which delivery it is gets the lookup too.
+    executor("c.jsonl").execute(command.model_copy(update={"delivery": None}))
+    assert len(lookups) == 2
+
+
 def test_launch_dry_run_calls_nothing(world: World, ops: Ec2Operations) -> None:
     config = ops.discover_launch_config(world.own_instance_id)
     before = len(ops.inventory())

@@ -88,7 +88,7 @@ class CommandExecutor:
             self.journal.record_start(command)
         try:
             self.maybe_crash("before_aws_call")
-            outcome = self._run(command)
+            outcome = self._run(command, first_attempt=command.delivery == 1 and not rerun and not autonomous)
             self.maybe_crash("after_aws_call")
             result = CommandResult(command_id=command.command_id, status=CommandStatus.SUCCEEDED, result=outcome,
                                    finished_at=self.clock())
@@ -110,13 +110,14 @@ class CommandExecutor:
         self.emit("result", result.model_dump(mode="json"))
         return result
 
-    def _run(self, command: Command) -> dict[str, Any]:
+    def _run(self, command: Command, *, first_attempt: bool = False) -> dict[str, Any]:
         cfg = self.config()
         if command.type == CommandType.LAUNCH:
             params = LaunchParams.model_validate(command.params)
             if params.workload is None:
                 params.workload = cfg.workload
-            return self.ec2.launch(params, cfg.launch_config(), command.command_id, dry_run=self.dry_run)
+            return self.ec2.launch(params, cfg.launch_config(), command.command_id, dry_run=self.dry_run,
+                                   first_attempt=first_attempt)
         if command.type == CommandType.TERMINATE:
             tparams = TerminateParams.model_validate(command.params)
             return self.ec2.terminate(tparams.instance_id, tparams.reason, command.command_id, dry_run=self.dry_run)

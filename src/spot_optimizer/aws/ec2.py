@@ -224,12 +224,17 @@ class Ec2Operations:
         return request
 
     def launch(
-        self, params: LaunchParams, config: LaunchConfig, request_id: str, *, dry_run: bool = False
+        self, params: LaunchParams, config: LaunchConfig, request_id: str, *, dry_run: bool = False,
+        first_attempt: bool = False,
     ) -> dict[str, Any]:
-        """RunInstances, exactly once per request id: an instance carrying the request id tag is reused."""
+        """RunInstances, exactly once per request id: an instance carrying the request id tag is reused.
+
+        `first_attempt`: the caller knows no one has tried this request before (first delivery, never
+        started), so the lookup is skipped: on an interruption notice it is a whole DescribeInstances round
+        trip saved. The ClientToken still makes a repeat harmless on AWS."""
         pool = Pool(region=self.region, instance_type=params.instance_type,
                     az=params.az or config.availability_zone, market=params.market).pool_id
-        existing = self.find_by_request_id(request_id)
+        existing = None if first_attempt else self.find_by_request_id(request_id)
         if existing is not None:
             logger.warning(
                 "Launch %s already happened: found %s (state %s) by its request-id tag; not launching again",

@@ -81,6 +81,9 @@ class Command(BaseModel):
     issued_at: datetime | None = None
     deadline: datetime | None = None
     reason: str | None = None  # why it was issued (decision rationale or "manual")
+    # Which delivery of the command this is (1 = the first to any agent); None from servers that do not say.
+    # On a first delivery that the agent's journal has never started, nobody can have run it yet.
+    delivery: int | None = None
 
 
 class CommandResult(BaseModel):

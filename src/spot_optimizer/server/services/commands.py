@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from spot_optimizer.core.commands import Command, CommandResult, CommandStatus, CommandType, validate_params
@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (CommandStatus.PENDING.value, CommandStatus.DELIVERED.value)
 DONE_STATUSES = (CommandStatus.SUCCEEDED.value, CommandStatus.FAILED.value)
+_COLLECTIONS = (CommandType.COLLECT_PRICES.value, CommandType.COLLECT_INVENTORY.value)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -105,7 +106,7 @@ def issue_command(
     return row
 
 
-def to_command(row: CommandRow) -> Command:
+def to_command(row: CommandRow, delivery: int | None = None) -> Command:
     return Command(
         command_id=row.command_id,
         type=CommandType(row.type),
@@ -113,6 +114,7 @@ def to_command(row: CommandRow) -> Command:
         issued_at=row.issued_at,
         deadline=row.deadline,
         reason=row.reason,
+        delivery=delivery,
     )
 
 
@@ -217,7 +219,8 @@ def lease_for_agent(
                 (CommandRow.status == CommandStatus.DELIVERED.value) & (CommandRow.lease_expires_at <= now),
             ),
         )
-        .order_by(CommandRow.issued_at, CommandRow.command_id)
+        # Moves of the workload first: a launch on a notice must not wait behind a price or inventory sweep.
+        .order_by(case((CommandRow.type.in_(_COLLECTIONS), 1), else_=0), CommandRow.issued_at, CommandRow.command_id)
     ).all()
     leased: list[Command] = []
     lease_until = now + timedelta(seconds=settings.command_lease_s)
@@ -240,7 +243,7 @@ def lease_for_agent(
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             continue  # another heartbeat leased it first
-        leased.append(to_command(row))
+        leased.append(to_command(row, delivery=old_count + 1))
         emit(
             session,
             EventKind.COMMAND_DELIVERED,
