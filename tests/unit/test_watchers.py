@@ -41,11 +41,13 @@ def imds(state: MetadataState) -> Iterator[ImdsClient]:
         client.close()
 
 
-def monitor_for(imds: ImdsClient, seen: SeenNotices | None = None) -> tuple[NoticeMonitor, queue.Queue[Notice]]:
+def monitor_for(imds: ImdsClient, seen: SeenNotices | None = None,
+                woken: list[int] | None = None) -> tuple[NoticeMonitor, queue.Queue[Notice]]:
     out: queue.Queue[Notice] = queue.Queue()
     watchers = [InterruptionWatcher(imds, "i-0abc"), RebalanceWatcher(imds, "i-0abc"),
                 ScheduledEventsWatcher(imds, "i-0abc")]
-    return NoticeMonitor(watchers, out, seen=seen), out
+    on_notice = (lambda: woken.append(out.qsize())) if woken is not None else None
+    return NoticeMonitor(watchers, out, seen=seen, on_notice=on_notice), out
 
 
 def test_nothing_pending_gives_no_notice(imds: ImdsClient) -> None:
@@ -54,7 +56,8 @@ def test_nothing_pending_gives_no_notice(imds: ImdsClient) -> None:
 
 
 def test_each_kind_of_notice_is_detected_once(imds: ImdsClient, state: MetadataState) -> None:
-    monitor, out = monitor_for(imds)
+    woken: list[int] = []  # the agent's main loop is woken once per new notice, after it is queued
+    monitor, out = monitor_for(imds, woken=woken)
     state.set_interruption(WHEN)
     state.set_rebalance(WHEN - timedelta(minutes=10))
     state.add_scheduled_event(WHEN + timedelta(days=1), WHEN + timedelta(days=2), event_id="instance-event-1")
@@ -68,6 +71,7 @@ def test_each_kind_of_notice_is_detected_once(imds: ImdsClient, state: MetadataS
     for _ in range(5):  # the same notices polled again add nothing
         assert monitor.poll_once() == []
     assert out.qsize() == 3
+    assert woken == [1, 2, 3]
 
 
 def test_a_changed_notice_is_a_new_notice(imds: ImdsClient, state: MetadataState) -> None:

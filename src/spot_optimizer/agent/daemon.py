@@ -92,6 +92,7 @@ class Agent:
         self.notices: queue.Queue[Notice] = queue.Queue()
         self.seen = SeenNotices(state_dir / "notices_seen.json")
         self.stop_event = threading.Event()
+        self._wake = threading.Event()  # set by the notice monitor: the main loop reacts at once, not at its tick
         self.client = ServerClient(settings.server_url, ca_bundle=settings.ca_bundle)
         self.server_reachable = False
         self.role: Role | None = None
@@ -142,7 +143,8 @@ class Agent:
                                         dry_run=self.settings.dry_run, crash_at=self.settings.crash_at)
         watchers = [InterruptionWatcher(self.imds, meta.instance_id), RebalanceWatcher(self.imds, meta.instance_id),
                     ScheduledEventsWatcher(self.imds, meta.instance_id)]
-        self.monitor = NoticeMonitor(watchers, self.notices, interval_s=self.settings.notice_poll_s, seen=self.seen)
+        self.monitor = NoticeMonitor(watchers, self.notices, interval_s=self.settings.notice_poll_s, seen=self.seen,
+                                     on_notice=self._wake.set)
 
     def _set_role(self, value: str | None) -> None:
         try:
@@ -358,7 +360,8 @@ class Agent:
                         if self.server_reachable:
                             self.flush_outbox()
                 self.refresh_role()
-                self.stop_event.wait(0.1)
+                if self._wake.wait(0.1):
+                    self._wake.clear()
         finally:
             self.shutdown()
         return 0

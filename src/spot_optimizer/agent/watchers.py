@@ -148,9 +148,11 @@ class NoticeMonitor:
         *,
         interval_s: float = 2.0,
         seen: SeenNotices | None = None,
+        on_notice: Callable[[], None] | None = None,
     ) -> None:
         self.watchers = watchers
         self.out = out
+        self.on_notice = on_notice  # wakes the consumer of `out` at once
         self.interval_s = interval_s
         self.seen = seen or SeenNotices(None)
         self.polls = 0
@@ -179,6 +181,8 @@ class NoticeMonitor:
                            notice.instance_id, notice.notice_id,
                            notice.action_time.isoformat() if notice.action_time else None, notice.payload)
                 self.out.put(notice)
+                if self.on_notice is not None:
+                    self.on_notice()
                 new.append(notice)
         return new
 

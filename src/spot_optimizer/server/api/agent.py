@@ -29,6 +29,9 @@ from spot_optimizer.server.settings import ServerSettings
 
 router = APIRouter(prefix=API_PREFIX, tags=["agent"])
 
+# How long a notice POST waits for the decision pass it woke (well under the agent's 5 s request timeout).
+NOTICE_DECISION_WAIT_S = 2.0
+
 
 @router.post("/register", response_model=RegisterResponse)
 def register(
@@ -85,7 +88,10 @@ def notices(
 ) -> Ack:
     ack = reports.record_notices(session, agent, body, at)
     if ack.accepted:
-        decision_loop.wake(request.app, agent.workload)  # decide now, not at the next tick; the handler does not wait
+        # Decide now, not at the next tick, and answer once that pass is done (bounded): the agent heartbeats
+        # right after this answer, so its launch or promotion comes back with that very heartbeat.
+        ticket = decision_loop.wake(request.app, agent.workload)
+        decision_loop.wait_for_pass(request.app, ticket, NOTICE_DECISION_WAIT_S)
     return ack
 
 

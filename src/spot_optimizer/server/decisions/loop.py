@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -143,23 +144,65 @@ def _store(session: Session, state: WorkloadState, decision: Decision, woke_by: 
 
 
 # --- running in the background ---------------------------------------------------------------------------
-def wake(app: FastAPI, workload: str | None = None) -> None:
+class PassTracker:
+    """Counts wake-ups and finished passes, so a caller can wait for the pass that covers its wake-up."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.requested = 0  # wake-ups so far
+        self.covered = 0  # wake-ups whose pass has finished
+
+    def request(self) -> int:
+        with self._cond:
+            self.requested += 1
+            return self.requested
+
+    def starting(self) -> int:
+        """A pass starts: it covers every wake-up made until now."""
+        with self._cond:
+            return self.requested
+
+    def finished(self, covers: int) -> None:
+        with self._cond:
+            self.covered = max(self.covered, covers)
+            self._cond.notify_all()
+
+    def wait(self, ticket: int, timeout_s: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.covered >= ticket, timeout=timeout_s)
+
+
+def wake(app: FastAPI, workload: str | None = None) -> int | None:
     """Make the background loop run now (safe from any thread; a no-op when it does not run). With a
-    workload, the next pass decides for it alone: a notice should not wait behind every other workload."""
+    workload, the next pass decides for it alone: a notice should not wait behind every other workload.
+    Returns a ticket for `wait_for_pass`, or None when no loop runs."""
     waker = getattr(app.state, "decision_waker", None)
-    if waker is not None:
-        if workload is not None:
-            app.state.decision_urgent.add(workload)
-        waker()
+    if waker is None:
+        return None
+    if workload is not None:
+        app.state.decision_urgent.add(workload)
+    ticket = int(app.state.decision_passes.request())
+    waker()
+    return ticket
+
+
+def wait_for_pass(app: FastAPI, ticket: int | None, timeout_s: float) -> bool:
+    """Block (a worker thread, never the event loop) until the pass covering `ticket` has finished."""
+    tracker: PassTracker | None = getattr(app.state, "decision_passes", None)
+    if ticket is None or tracker is None:
+        return False
+    return tracker.wait(ticket, timeout_s)
 
 
 async def _loop(app: FastAPI, interval: float, event: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
+    tracker: PassTracker = app.state.decision_passes
     last_full = loop.time()
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout=max(0.0, last_full + interval - loop.time()))
         event.clear()
+        covers = tracker.starting()
         urgent: set[str] = set(app.state.decision_urgent)
         app.state.decision_urgent.difference_update(urgent)
         full = not urgent or loop.time() - last_full >= interval
@@ -167,6 +210,8 @@ async def _loop(app: FastAPI, interval: float, event: asyncio.Event) -> None:
             await run_in_threadpool(run_decisions_once, app, None if full else urgent)
         except Exception:
             logger.exception("decision loop pass failed; retrying in %.1f s", interval)
+        finally:
+            tracker.finished(covers)
         if full:
             last_full = loop.time()
 
@@ -181,6 +226,7 @@ def start(app: FastAPI) -> asyncio.Task[None] | None:
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
     app.state.decision_urgent = set()
+    app.state.decision_passes = PassTracker()
     app.state.decision_waker = lambda: loop.call_soon_threadsafe(event.set)
     return asyncio.create_task(_loop(app, settings.decision_interval_s, event))
 
