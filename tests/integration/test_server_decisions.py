@@ -332,8 +332,10 @@ def test_on_a_notice_the_launch_is_delivered_before_the_collections(world: World
 
 
 def test_collections_go_to_an_agent_that_is_not_being_interrupted(world: World, make_agent: Any) -> None:
+    """Nor to a zombie's agent (registered before the replica's here): it is about to be terminated."""
+    make_agent("i-zombie", workload="web", role="zombie")
     replica_agent = make_agent("i-replica", workload="web", role="replica")
-    world.inventory(record("i-replica", "replica", "us-east-1b"))
+    world.inventory(record("i-replica", "replica", "us-east-1b"), record("i-zombie", "zombie", "us-east-1c"))
     world.notice()
     world.run()
     by_type = {c["type"]: c["agent_id"] for c in world.commands(engine_only=False)}

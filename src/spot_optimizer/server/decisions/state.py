@@ -52,12 +52,17 @@ class WorkloadState:
         return online[0] if online else None
 
     def collect_agent(self) -> AgentRow | None:
-        """Where price and inventory requests go: an online agent whose instance is not being interrupted
-        (a dying instance's agent has a launch or a promotion to run first), else the command agent."""
+        """Where price and inventory requests go: an online agent whose instance is neither being interrupted
+        (a dying instance's agent has a launch or a promotion to run first) nor a zombie (it is about to be
+        terminated, and a request it takes with it stays open until its lease runs out); the primary's agent
+        first, then a replica's. Else the command agent."""
         interrupted = {i.instance_id for i in self.view.instances if i.interruption_notice}
-        for agent in self.agents:
-            if agent_online(agent) and agent.instance_id not in interrupted:
-                return agent
+        roles = {i.instance_id: i.role for i in self.view.instances}
+        rank = {Role.PRIMARY: 0, Role.REPLICA: 1}
+        candidates = [a for a in self.agents if agent_online(a) and a.instance_id not in interrupted
+                      and roles.get(a.instance_id) in rank]
+        if candidates:
+            return min(candidates, key=lambda a: rank[roles[a.instance_id]])
         return self.command_agent()
 
 
