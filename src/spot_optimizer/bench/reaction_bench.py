@@ -65,13 +65,14 @@ def _replica_ready(stack: LocalStack, workload: str) -> str | None:
 
 def _round(stack: LocalStack, workloads: list[str], promotion: bool) -> list[float]:
     """Interrupt every workload's primary at once; seconds from each notice to the reaction."""
-    victims: dict[str, tuple[str, Any]] = {}
-    for w in workloads:
-        primary = wait_for(f"{w} primary", lambda w=w: _primary(stack, w), timeout_s=90)
+    targets: dict[str, str] = {}
+    for w in workloads:  # every workload ready first: then all notices go out together
+        targets[w] = wait_for(f"{w} primary", lambda w=w: _primary(stack, w), timeout_s=90)
         if promotion:
             wait_for(f"{w} standby replica", lambda w=w: _replica_ready(stack, w), timeout_s=90)
-        victims[w] = (primary, stack.region.interrupt(primary))
+    # The call log is read from here on: before the first notice, or a fast reaction would be missed.
     after = stack.region.calls.list()[-1].seq if stack.region.calls.list() else 0
+    victims = {w: (primary, stack.region.interrupt(primary)) for w, primary in targets.items()}
     delays: dict[str, float] = {}
 
     def reacted() -> bool:
