@@ -190,6 +190,24 @@ def test_promote_tags_primary_and_zombie_with_timestamps(world: World, ops: Ec2O
     assert out == {"primary": new_id, "zombie": world.own_instance_id, "promoted_at": new_tags[PROMOTED_AT_TAG]}
 
 
+def test_promote_reads_both_instances_in_one_call_and_copes_with_a_vanished_old_primary(
+    world: World, ops: Ec2Operations
+) -> None:
+    config = ops.discover_launch_config(world.own_instance_id)
+    new_id = ops.launch(LaunchParams(instance_type="m5.large", role=Role.REPLICA), config, "req-p1")["instance_id"]
+    reads: list[list[str]] = []
+    ops.client.meta.events.register("provide-client-params.ec2.DescribeInstances",
+                                    lambda params, **_: reads.append(list(params.get("InstanceIds", []))))
+    ops.promote(new_id, world.own_instance_id, "req-promote-1")
+    assert reads == [[new_id, world.own_instance_id]]
+    reads.clear()
+    gone = "i-0123456789abcdef0"  # the old primary is no longer known to EC2: the promotion still happens
+    out = ops.promote(new_id, gone, "req-promote-2")
+    assert out["primary"] == new_id and out["zombie"] is None
+    assert reads[0] == [new_id, gone] and len(reads) == 3  # refused together, then asked for one by one
+    assert tags(world.ec2, new_id)[ROLE_TAG] == "primary"
+
+
 def test_promote_refuses_to_retag_unmanaged_instance(world: World, ops: Ec2Operations) -> None:
     with pytest.raises(NotManagedError):
         ops.promote(world.unmanaged_instance_id, world.own_instance_id)

@@ -93,6 +93,18 @@ class Ec2Operations:
                 return dict(instance)
         return None
 
+    def describe_some(self, instance_ids: list[str], request_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Several instances in one DescribeInstances; those that do not exist are absent from the answer.
+        AWS refuses the whole call when one id is unknown: then each is asked for alone."""
+        logger.debug("AWS call: DescribeInstances InstanceIds=%s", instance_ids)
+        try:
+            with translated("DescribeInstances", request_id):
+                response = self.client.describe_instances(InstanceIds=list(instance_ids))
+        except NotFoundError:
+            found = {i: self.describe_instance(i, request_id) for i in instance_ids}
+            return {i: inst for i, inst in found.items() if inst is not None}
+        return {inst["InstanceId"]: dict(inst) for r in response.get("Reservations", []) for inst in r["Instances"]}
+
     def discover_launch_config(self, instance_id: str) -> LaunchConfig:
         """The seed's get_detailed_instance_config: what a sibling of this instance needs."""
         instance = self.describe_instance(instance_id)
@@ -293,7 +305,10 @@ class Ec2Operations:
         *, dry_run: bool = False,
     ) -> dict[str, Any]:
         """Tag the replica `primary` and the old primary `zombie`, with timestamps."""
-        new = self.describe_instance(new_primary_id, request_id)
+        demote = old_primary_id if old_primary_id and old_primary_id != new_primary_id else None
+        # One round trip for both: on an interruption notice the promotion is what the workload waits for.
+        found = self.describe_some([new_primary_id, *([demote] if demote else [])], request_id)
+        new = found.get(new_primary_id)
         if new is None:
             raise NotFoundError(f"instance {new_primary_id} to promote not found", operation="DescribeInstances",
                                 request_id=request_id)
@@ -301,11 +316,9 @@ class Ec2Operations:
             raise InvalidRequestError(f"cannot promote {new_primary_id}: it is {new['State']['Name']}",
                                       code="InstanceGone", operation="CreateTags", request_id=request_id)
         self._require_managed(new, "promote")
-        old = None
-        if old_primary_id and old_primary_id != new_primary_id:
-            old = self.describe_instance(old_primary_id, request_id)
-            if old is not None:
-                self._require_managed(old, "demote")
+        old = found.get(demote) if demote else None
+        if old is not None:
+            self._require_managed(old, "demote")
         now = self._clock().isoformat()
         logger.info("PROMOTE: %s -> primary, %s -> zombie at %s request_id=%s%s", new_primary_id,
                     old_primary_id, now, request_id, " (DRY RUN: not sent)" if dry_run else "")
