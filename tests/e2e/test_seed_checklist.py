@@ -211,6 +211,24 @@ def test_handle_aws_api_errors_properly(e2e: LocalStack) -> None:
     assert primary_agent(e2e)["state"] == "ONLINE_READY"  # the agent carries on
 
 
+def test_a_slow_inventory_does_not_hold_up_a_launch(e2e: LocalStack) -> None:
+    """Collections only read and run beside the agent's main loop: a launch (or a notice) that arrives while
+    an inventory crawls through a slow DescribeInstances goes ahead at once, not after it."""
+    agent_id = primary_agent(e2e)["agent_id"]
+    slow = e2e.region.faults.slow(6.0, actions=["DescribeInstances"])
+    try:
+        inventory = e2e.op.command(agent_id, "collect_inventory")
+        wait_for("inventory under way", lambda: e2e.op.get(f"/commands/{inventory['command_id']}")["status"]
+                 == "delivered", timeout_s=30, every_s=0.05)
+        launch = e2e.op.command(agent_id, "launch", instance_type="m5.large", az="eu-west-1b", market="spot")
+        launched_ = e2e.wait_command(launch["command_id"])
+    finally:
+        e2e.region.faults.remove(slow)
+    listed = e2e.wait_command(inventory["command_id"])
+    assert launched_["status"] == listed["status"] == "succeeded"
+    assert launched_["finished_at"] < listed["finished_at"]
+
+
 def test_report_command_results_to_backend(e2e: LocalStack) -> None:
     commands = e2e.op.get("/commands")
     assert commands

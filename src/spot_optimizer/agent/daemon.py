@@ -1,7 +1,9 @@
 """The agent daemon: start-up, registration/reconnect, heartbeat loop, commands, notices, shutdown.
 
 One thread polls the metadata service for notices; the main thread does everything else in order
-(heartbeat, commands, notices, outbox), so a command is never interrupted by another one.
+(heartbeat, commands, notices, outbox), so a command is never interrupted by another one. Price and
+inventory collections only read, and an inventory of a big region takes a while: they run one at a time
+on a worker thread, so a notice that arrives meanwhile is posted and acted on at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import queue
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,7 @@ from spot_optimizer.aws.ec2 import Ec2Operations, tags_of
 from spot_optimizer.aws.imds import ImdsClient
 from spot_optimizer.aws.pricing import PriceCollector
 from spot_optimizer.aws.session import AwsSettings, ec2_client, pricing_client
+from spot_optimizer.core.commands import Command, CommandType
 from spot_optimizer.core.errors import SpotOptimizerError
 from spot_optimizer.core.models import (
     ROLE_TAG,
@@ -49,6 +53,8 @@ from spot_optimizer.core.models import (
 from spot_optimizer.core.protocol import AgentPolicy, HeartbeatRequest, ReconnectRequest, RegisterRequest
 
 logger = logging.getLogger(__name__)
+
+READ_ONLY_COMMANDS = (CommandType.COLLECT_PRICES, CommandType.COLLECT_INVENTORY)
 
 
 @dataclass
@@ -93,6 +99,9 @@ class Agent:
         self.seen = SeenNotices(state_dir / "notices_seen.json")
         self.stop_event = threading.Event()
         self._wake = threading.Event()  # set by the notice monitor: the main loop reacts at once, not at its tick
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collect")
+        self._reading: set[str] = set()  # collections queued or running on the reader thread
+        self._reads_done = threading.Event()  # a collection finished: its result waits in the outbox
         self.client = ServerClient(settings.server_url, ca_bundle=settings.ca_bundle)
         self.server_reachable = False
         self.role: Role | None = None
@@ -258,6 +267,9 @@ class Agent:
             self._apply_policy(response.policy)
         for command in response.commands:
             logger.info("COMMAND RECEIVED: %s %s params=%s", command.type.value, command.command_id, command.params)
+            if command.type in READ_ONLY_COMMANDS:
+                self._read_aside(command)
+                continue
             previous = self.state
             self.set_state(AgentState.EXECUTING)
             self.executor.execute(command)
@@ -265,6 +277,25 @@ class Agent:
             if command.type.value == "promote":
                 self._next_role_refresh = 0.0
             self.flush_outbox()
+
+    def _read_aside(self, command: Command) -> None:
+        """Run a collection on the reader thread; a redelivery of one still running is ignored."""
+        if command.command_id in self._reading:
+            logger.info("Command %s is still running on the reader thread: delivery ignored", command.command_id)
+            return
+        self._reading.add(command.command_id)
+
+        def run() -> None:
+            try:
+                self.executor.execute(command)
+            except Exception:  # noqa: BLE001 - the thread must survive; the server redelivers after the lease
+                logger.exception("Collection %s crashed on the reader thread", command.command_id)
+            finally:
+                self._reading.discard(command.command_id)
+                self._reads_done.set()
+                self._wake.set()
+
+        self._reader.submit(run)
 
     def flush_outbox(self) -> None:
         if not self.client.agent_id:
@@ -360,6 +391,9 @@ class Agent:
                         if self.server_reachable:
                             self.flush_outbox()
                 self.refresh_role()
+                if self._reads_done.is_set() and self.server_reachable:
+                    self._reads_done.clear()
+                    self.flush_outbox()  # what a collection found goes out now, not at the next heartbeat
                 if self._wake.wait(0.1):
                     self._wake.clear()
         finally:
@@ -370,6 +404,7 @@ class Agent:
         logger.info("Shutdown sequence: stopping the notice monitor, flushing the outbox, saving the config")
         if hasattr(self, "monitor"):
             self.monitor.stop()
+        self._reader.shutdown(wait=True, cancel_futures=True)  # a running collection finishes into the outbox
         self.handle_notices_to_outbox()
         self.flush_outbox()
         try:
