@@ -89,6 +89,28 @@ def test_zombies_are_terminated_only_with_auto_terminate() -> None:
     assert [a.instance_id for a in d.actions if a.kind is ActionKind.TERMINATE] == ["z"]
 
 
+def test_a_primary_demoted_by_a_notice_is_not_terminated_in_the_same_decision_nor_while_it_drains() -> None:
+    """The promotion is still to be carried out when the decision is made: the old primary is all there is
+    until then; afterwards it drains until AWS reclaims it."""
+    replica = inst("r", pool("m5a.large", "eu-west-1b"), Role.REPLICA)
+    w = workload([inst("p", pool()), replica], auto_terminate=True)
+    d = decide(w, market(), risk(), NOW, Event(kind=EventKind.INTERRUPTION, at=NOW, instance_id="p"))
+    assert ActionKind.PROMOTE in kinds(d) and ActionKind.TERMINATE not in kinds(d)
+    # The promotion is done: the old primary is a zombie with its notice, the replica serves.
+    after = workload([inst("p", pool(), Role.ZOMBIE, interruption_notice=True),
+                      inst("r", pool("m5a.large", "eu-west-1b"))], auto_terminate=True)
+    assert ActionKind.TERMINATE not in kinds(decide(after, market(), risk(), NOW))
+    # A zombie without a notice (a finished switch) goes, while the new primary serves.
+    switched = workload([inst("z", pool(), Role.ZOMBIE), inst("r", pool("m5a.large", "eu-west-1b"))],
+                        auto_terminate=True)
+    assert [a.instance_id for a in decide(switched, market(), risk(), NOW).actions
+            if a.kind is ActionKind.TERMINATE] == ["z"]
+    # ... but not while no primary is ready to serve.
+    booting = workload([inst("z", pool(), Role.ZOMBIE), inst("r", pool("m5a.large", "eu-west-1b"), ready=False)],
+                       auto_terminate=True)
+    assert ActionKind.TERMINATE not in kinds(decide(booting, market(), risk(), NOW))
+
+
 def test_rebalance_starts_a_replica_in_another_pool_then_moves_to_it() -> None:
     d = decide(workload([inst("p", pool())]), market(), risk(), NOW,
                Event(kind=EventKind.REBALANCE, at=NOW, instance_id="p"))

@@ -14,7 +14,8 @@ Rules, in order of urgency (each sees the effect of the ones before it):
 4. on-demand fallback -> go back to spot as soon as an acceptable pool is there.
 5. auto switching -> move when the saving over the horizon beats the cost of moving.
 6. replicas nobody needs are demoted; `manual_replica` keeps one standby in another pool/AZ.
-7. zombies are terminated with `auto_terminate`, and only while a ready instance keeps serving.
+7. zombies are terminated with `auto_terminate`, and only while a ready primary keeps serving; not in the
+   decision that demotes them, and not while an interruption notice lets them drain.
 """
 
 from __future__ import annotations
@@ -395,14 +396,23 @@ def _tidy_replicas(plan: _Plan) -> None:
 
 
 def _terminate_zombies(plan: _Plan) -> None:
+    """Terminate what was already a zombie before this decision, once a primary really serves.
+
+    Not an instance demoted by this very decision: its successor's promotion is still to be carried out,
+    and until its tags are written the old instance is all the workload has. Not a zombie under an
+    interruption notice either: it drains until AWS reclaims it at the notice's time; a terminate would only
+    cut that short."""
     if not plan.workload.toggles.auto_terminate:
         return
-    # Only while a ready, healthy, non-zombie instance keeps serving: never the last one standing.
-    serving = [i for i in plan.instances if i.ready and i.role is not Role.ZOMBIE and not i.interruption_notice]
+    # Only while the primary as the caller knows it (not as planned) is ready and healthy: never the last one.
+    serving = [i for i in plan.workload.instances
+               if i.role is Role.PRIMARY and i.ready and not i.interruption_notice
+               and any(p.instance_id == i.instance_id and p.role is Role.PRIMARY for p in plan.instances)]
     if not serving:
         return
+    already = {i.instance_id for i in plan.workload.instances if i.role is Role.ZOMBIE}
     for zombie in plan.live(Role.ZOMBIE):
-        if zombie.instance_id.startswith("planned-"):
+        if zombie.instance_id not in already or zombie.interruption_notice:
             continue
         plan.actions.append(Action(
             kind=ActionKind.TERMINATE, trigger=Trigger.CLEANUP, instance_id=zombie.instance_id,
