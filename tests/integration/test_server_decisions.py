@@ -331,6 +331,20 @@ def test_on_a_notice_the_launch_is_delivered_before_the_collections(world: World
     assert [c["delivery"] for c in beat["commands"]] == [1, 1, 1]
 
 
+def test_commands_issued_together_are_delivered_promote_launch_terminate_then_collections(world: World) -> None:
+    world.inventory(record("i-replica", "replica", "us-east-1b"), record("i-old", "zombie", "us-east-1c"))
+    agent = world.primary.agent_id
+    for type_, params in (("collect_inventory", {}), ("terminate", {"instance_id": "i-old"}),
+                          ("launch", {"instance_type": "m5.large", "az": "us-east-1c"}),
+                          ("promote", {"instance_id": "i-replica"})):  # issued in the worst order, same instant
+        response = world.client.post("/api/v1/commands", headers=world.admin,
+                                     json={"agent_id": agent, "type": type_, "params": params})
+        assert response.status_code in (200, 201), response.text
+    beat = world.client.post(world.primary.url("heartbeat"), headers=world.primary.headers, json={
+        "state": "ONLINE_READY", "version": "0.1.0", "instance_id": "i-primary", "role": "primary"}).json()
+    assert [c["type"] for c in beat["commands"]] == ["promote", "launch", "terminate", "collect_inventory"]
+
+
 def test_collections_go_to_an_agent_that_is_not_being_interrupted(world: World, make_agent: Any) -> None:
     """Nor to a zombie's agent (registered before the replica's here): it is about to be terminated."""
     make_agent("i-zombie", workload="web", role="zombie")

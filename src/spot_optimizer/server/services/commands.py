@@ -25,7 +25,16 @@ logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (CommandStatus.PENDING.value, CommandStatus.DELIVERED.value)
 DONE_STATUSES = (CommandStatus.SUCCEEDED.value, CommandStatus.FAILED.value)
-_COLLECTIONS = (CommandType.COLLECT_PRICES.value, CommandType.COLLECT_INVENTORY.value)
+# The order an agent gets its commands in (it runs them in that order): a promotion first (the workload
+# moves with no downtime), then a launch, then a terminate (an old instance goes only after its successor
+# is in place), then collections, which must never hold up a move on a notice. The pass that issues them
+# all stamps them with the same time, so the type decides.
+_DELIVERY_ORDER = case(
+    (CommandRow.type == CommandType.PROMOTE.value, 0),
+    (CommandRow.type == CommandType.LAUNCH.value, 1),
+    (CommandRow.type == CommandType.TERMINATE.value, 2),
+    else_=3,
+)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -219,8 +228,7 @@ def lease_for_agent(
                 (CommandRow.status == CommandStatus.DELIVERED.value) & (CommandRow.lease_expires_at <= now),
             ),
         )
-        # Moves of the workload first: a launch on a notice must not wait behind a price or inventory sweep.
-        .order_by(case((CommandRow.type.in_(_COLLECTIONS), 1), else_=0), CommandRow.issued_at, CommandRow.command_id)
+        .order_by(_DELIVERY_ORDER, CommandRow.issued_at, CommandRow.command_id)
     ).all()
     leased: list[Command] = []
     lease_until = now + timedelta(seconds=settings.command_lease_s)
