@@ -4,6 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The suite mostly waits on real processes (server, agents, moto): `make test` runs it on two pytest-xdist
+# workers, each test file on one worker (module-scoped stacks start once; tests/conftest.py merges
+# docs/reliability.md on the controller). PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+# Python writes its bytecode caches even where the environment says not to: the suite starts hundreds of Python
+# processes (servers, agents, moto), and each would otherwise compile every module it imports, every time.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: venv test browser-deps unit lint typecheck demo bench clean help
 
@@ -13,10 +20,12 @@ help:
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
 
+# uv (pinned in constraints.txt) installs the pinned set in seconds where pip takes over a minute. It trusts the
+# system's certificate store, as pip does here (/etc/pip.conf), whether or not SSL_CERT_FILE is set.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt uv
+	$(BIN)/uv pip install --quiet --system-certs --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,8 +40,10 @@ typecheck: lint
 browser-deps:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-test: $(STAMP) lint browser-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The venv (then lint) and Chromium's apt install are independent: both at once.
+test:
+	@$(MAKE) --no-print-directory --output-sync=target -j2 lint browser-deps
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -17,6 +17,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadfile` (what `make test` asks for), scheduled by item index: see helpers/file_scheduling.py."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from helpers.file_scheduling import FileScheduling
+
+    return FileScheduling(config, log)  # type: ignore[arg-type]
+
+
 # --- Reliability report -------------------------------------------------------------------------------
 # Tests marked `@pytest.mark.reliability(fault="...", outcome="...")` each try one fault or hostile input.
 # At the end of a session in which any of them ran, docs/reliability.md is (re)written from the results:
@@ -45,15 +55,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     marker = item.get_closest_marker("reliability")
     if marker is None:
         return
-    report = outcome.get_result()
     params = getattr(getattr(item, "callspec", None), "params", {})
     try:
         fault = str(marker.kwargs.get("fault", item.name)).format(**params)
     except (KeyError, IndexError, ValueError):
         fault = str(marker.kwargs.get("fault", item.name))
-    row = _RELIABILITY_RESULTS.setdefault(item.nodeid, {
-        "fault": fault,
-        "outcome": str(marker.kwargs.get("outcome", "")),
+    # Carried on the report itself, so that under pytest-xdist the row reaches the controller with it.
+    outcome.get_result().reliability = {"fault": fault, "outcome": str(marker.kwargs.get("outcome", ""))}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Runs where the session's reports are gathered: the only process, or the xdist controller."""
+    described = getattr(report, "reliability", None)
+    if not isinstance(described, dict):
+        return
+    row = _RELIABILITY_RESULTS.setdefault(report.nodeid, {
+        "fault": str(described["fault"]),
+        "outcome": str(described["outcome"]),
         "result": "passed",
     })
     if report.failed:
