@@ -153,3 +153,32 @@ def test_aemm_reference_paths_are_served(server: MetadataServer, clock: FakeCloc
     client = client_for(server, clock)
     for key in ("instance-id", "instance-type", "ami-id", "placement-availability-zone", "local-ipv4"):
         assert client.get(paths[key]) is not None, key
+
+
+def test_agent_start_up_waits_for_a_metadata_service_that_comes_up_late(state: MetadataState,
+                                                                        tmp_path: object) -> None:
+    """Early in boot, or on a busy host, the metadata service may not answer yet: the agent retries with
+    backoff for `startup_wait_s` instead of exiting at the first timeout, and gives up clearly after it."""
+    import threading
+    from pathlib import Path
+
+    from spot_optimizer.agent.daemon import Agent, AgentSettings
+    from spot_optimizer.demo.stack import free_port
+
+    port = free_port()
+    settings = AgentSettings(server_url="http://127.0.0.1:9", enrollment_token=None,
+                             config_path=Path(str(tmp_path)) / "cfg.json", startup_wait_s=20.0)
+    agent = Agent(settings)
+    agent.imds = ImdsClient(f"http://127.0.0.1:{port}")
+    late = MetadataServer(state, port=port)
+    timer = threading.Timer(1.5, late.__enter__)
+    timer.start()
+    try:
+        assert agent._read_metadata().instance_id == "i-0abc"
+    finally:
+        timer.join()
+        late.__exit__(None, None, None)
+    agent.settings.startup_wait_s = 1.0  # nobody answers at all: a clear MetadataError once the wait is over
+    agent.imds = ImdsClient(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(MetadataError):
+        agent._read_metadata()

@@ -39,7 +39,7 @@ from spot_optimizer.aws.imds import ImdsClient
 from spot_optimizer.aws.pricing import PriceCollector
 from spot_optimizer.aws.session import AwsSettings, ec2_client, pricing_client
 from spot_optimizer.core.commands import Command, CommandType
-from spot_optimizer.core.errors import SpotOptimizerError
+from spot_optimizer.core.errors import MetadataError, SpotOptimizerError
 from spot_optimizer.core.models import (
     ROLE_TAG,
     WORKLOAD_TAG,
@@ -75,6 +75,8 @@ class AgentSettings:
     urgent_window_s: float = 60.0
     # How long the server must stay unreachable during an interruption notice before the agent acts alone.
     autonomy_grace_s: float = 20.0
+    # How long start-up waits for a metadata service that does not answer yet before the agent gives up.
+    startup_wait_s: float = 60.0
     dry_run: bool = False
     crash_at: str | None = None
     ca_bundle: str | None = None
@@ -128,7 +130,7 @@ class Agent:
                     self.settings.config_path, self.settings.server_url, self.settings.dry_run)
         self.imds = ImdsClient(self.settings.imds_endpoint)
         logger.info("Reading instance metadata (IMDSv2) from %s", self.imds.endpoint)
-        self.metadata = meta = self.imds.instance_metadata()
+        self.metadata = meta = self._read_metadata()
         region = self.settings.region or meta.region
         aws = AwsSettings(region=region, endpoint_url=self.settings.aws_endpoint_url)
         logger.info("Initialising AWS clients for %s", region)
@@ -154,6 +156,21 @@ class Agent:
                     ScheduledEventsWatcher(self.imds, meta.instance_id)]
         self.monitor = NoticeMonitor(watchers, self.notices, interval_s=self.settings.notice_poll_s, seen=self.seen,
                                      on_notice=self._wake.set)
+
+    def _read_metadata(self) -> InstanceMetadata:
+        """The instance's metadata, waiting out a metadata service that is slow or not up yet (early in boot,
+        or a busy host) for up to `startup_wait_s` before giving up."""
+        deadline = time.monotonic() + self.settings.startup_wait_s
+        delay = 0.5
+        while True:
+            try:
+                return self.imds.instance_metadata()
+            except MetadataError as exc:
+                if time.monotonic() + delay > deadline or self.stop_event.is_set():
+                    raise
+                logger.warning("Instance metadata not readable yet (%s); retrying in %.1fs", exc, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 8.0)
 
     def _set_role(self, value: str | None) -> None:
         try:
