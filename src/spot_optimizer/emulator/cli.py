@@ -76,7 +76,9 @@ def emulator(
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    # SIGINT too, explicitly: a process started with SIGINT ignored (a background job of a shell) would
+    # otherwise never see its Ctrl-C / `kill -INT`, and leave moto and the agents running.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     emulated = EmulatedRegion(config)
     try:
         emulated.start()
@@ -95,4 +97,5 @@ def emulator(
     finally:
         typer.echo("stopping the emulated region...")
         emulated.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
