@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from spot_optimizer.core.models import ROLE_TAG, WORKLOAD_TAG
+from spot_optimizer.core.models import REQUEST_ID_TAG, ROLE_TAG, WORKLOAD_TAG
 from spot_optimizer.demo.stack import LocalStack, wait_for
 
 MISSES: list[str] = []  # what did not happen in time, reported beside the figures
@@ -83,9 +83,14 @@ def _round(stack: LocalStack, workloads: list[str], promotion: bool) -> list[tup
     detection by the agent."""
     targets: dict[str, str] = {}
     for w in workloads:  # every workload ready first: then all notices go out together
-        targets[w] = wait_for(f"{w} primary", lambda w=w: _primary(stack, w), timeout_s=90)
-        if promotion:
-            wait_for(f"{w} standby replica", lambda w=w: _replica_ready(stack, w), timeout_s=90)
+        try:
+            primary = wait_for(f"{w} primary", lambda w=w: _primary(stack, w), timeout_s=90)
+            if promotion:
+                wait_for(f"{w} standby replica", lambda w=w: _replica_ready(stack, w), timeout_s=90)
+        except TimeoutError as exc:  # reported, and the workload sits this round out
+            MISSES.append(f"{w} not ready for a round: {exc}; {_running_roles(stack, w)}")
+            continue
+        targets[w] = primary
     # The call log is read from here on: before the first notice, or a fast reaction would be missed.
     after = stack.region.calls.list()[-1].seq if stack.region.calls.list() else 0
     victims = {w: (primary, stack.region.interrupt(primary)) for w, primary in targets.items()}
@@ -119,6 +124,17 @@ def _round(stack: LocalStack, workloads: list[str], promotion: bool) -> list[tup
         except TimeoutError:
             MISSES.append(f"{w}: not exactly one running primary 90 s after the notice")
     return [(delay, _detected_after(stack, victims[w][0], victims[w][1].fired_at)) for w, delay in delays.items()]
+
+
+@_tolerant
+def _running_roles(stack: LocalStack, workload: str) -> str:
+    """What runs for the workload, for a miss's report: id, role and request id of each running instance."""
+    ec2 = stack.region.moto_client("ec2")
+    found = ec2.describe_instances(Filters=[{"Name": f"tag:{WORKLOAD_TAG}", "Values": [workload]},
+                                            {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    tags = [{t["Key"]: t["Value"] for t in i.get("Tags", [])} | {"id": i["InstanceId"]}
+            for r in found["Reservations"] for i in r["Instances"]]
+    return "running: " + ", ".join(f"{t['id']} {t.get(ROLE_TAG)} {t.get(REQUEST_ID_TAG, '-')}" for t in tags)
 
 
 def _workload_of(stack: LocalStack, instance_id: str) -> str | None:
