@@ -345,6 +345,26 @@ def test_commands_issued_together_are_delivered_promote_launch_terminate_then_co
     assert [c["type"] for c in beat["commands"]] == ["promote", "launch", "terminate", "collect_inventory"]
 
 
+def test_an_inventory_taken_before_a_promotion_does_not_undo_it(world: World) -> None:
+    """Collections run beside moves: a listing that began before the promotion's tags were written arrives
+    after its result, with the old tags. The newer knowledge stays."""
+    world.inventory(record("i-replica", "replica", "us-east-1b"))
+    command = world.client.post("/api/v1/commands", headers=world.admin, json={
+        "agent_id": world.primary.agent_id, "type": "promote",
+        "params": {"instance_id": "i-replica", "old_instance_id": "i-primary"}}).json()
+    listing_began = world.clock().isoformat()
+    world.advance(2)
+    world.result(command["command_id"], result={"primary": "i-replica", "zombie": "i-primary"})
+    stale = [record("i-primary", "primary", "us-east-1a"), record("i-replica", "replica", "us-east-1b")]
+    world.post("inventory", {"instances": stale, "collected_at": listing_began})
+    roles = {i["instance_id"]: i["role"] for i in world.get("/instances", workload="web")}
+    assert roles == {"i-primary": "zombie", "i-replica": "primary"}
+    world.advance(2)  # a listing taken after the promotion is applied as usual
+    fresh = [{**record("i-replica", "primary", "us-east-1b"), "state": "stopped"}]
+    world.post("inventory", {"instances": fresh, "collected_at": world.clock().isoformat()})
+    assert {i["instance_id"]: i["state"] for i in world.get("/instances", workload="web")}["i-replica"] == "stopped"
+
+
 def test_collections_go_to_an_agent_that_is_not_being_interrupted(world: World, make_agent: Any) -> None:
     """Nor to a zombie's agent (registered before the replica's here): it is about to be terminated."""
     make_agent("i-zombie", workload="web", role="zombie")

@@ -126,9 +126,10 @@ class CommandExecutor:
             old = pparams.old_instance_id or cfg.current_instance_id
             return self.ec2.promote(pparams.instance_id, old, command.command_id, dry_run=self.dry_run)
         if command.type == CommandType.COLLECT_INVENTORY:
+            started = self.clock()  # when the listing began: anything the server learnt later is fresher
             records = self.ec2.inventory()
             self.emit("inventory", {"instances": [r.model_dump(mode="json") for r in records],
-                                    "collected_at": self.clock().isoformat()})
+                                    "collected_at": started.isoformat()})
             return {"instances": len(records),
                     "managed": sum(1 for r in records if r.managed)}
         if command.type == CommandType.COLLECT_PRICES:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -13,6 +14,8 @@ from spot_optimizer.server.errors import Forbidden
 from spot_optimizer.server.models import AgentRow, InstanceRow, NoticeRow, OnDemandPriceRow, SpotPriceRow
 from spot_optimizer.server.services.events import EventKind, emit
 from spot_optimizer.server.services.sql import insert_ignore, upsert
+
+logger = logging.getLogger(__name__)
 
 
 def record_notices(session: Session, agent: AgentRow, req: NoticesRequest, now: datetime) -> Ack:
@@ -90,8 +93,27 @@ def record_prices(session: Session, agent: AgentRow, req: PricesRequest, now: da
     return Ack(accepted=accepted, duplicates=total - accepted)
 
 
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def record_inventory(session: Session, agent: AgentRow, req: InventoryRequest, now: datetime) -> Ack:
+    # A listing taken before the server learnt something newer of an instance (a promotion's result, a
+    # launch) must not put the old tags back: such rows are left as they are. Agent and server clocks are
+    # compared here, so they are assumed to be NTP-synchronised, as EC2 instances are.
+    taken = _utc(req.collected_at) if req.collected_at else None
+    ids = [i.instance_id for i in req.instances]
+    newer: set[str] = set()
+    if taken is not None and ids:
+        newer = {iid for iid, updated in session.execute(
+            select(InstanceRow.instance_id, InstanceRow.updated_at).where(InstanceRow.instance_id.in_(ids)))
+            if updated is not None and _utc(updated) > taken}
+        if newer:
+            logger.info("inventory from agent %s taken at %s: %d instance(s) changed since, kept as they are: %s",
+                        agent.agent_id, taken.isoformat(), len(newer), sorted(newer))
     for inst in req.instances:
+        if inst.instance_id in newer:
+            continue
         role = inst.role
         upsert(
             session,
@@ -112,7 +134,7 @@ def record_inventory(session: Session, agent: AgentRow, req: InventoryRequest, n
                 "private_ip": inst.private_ip,
                 "public_ip": inst.public_ip,
                 "reported_by": agent.agent_id,
-                "updated_at": now,
+                "updated_at": taken or now,  # what the row says is as of the listing, not of its arrival
             },
             keys=("instance_id",),
         )
