@@ -75,9 +75,10 @@ class World:
             "command_id": command_id, "status": status, "finished_at": self.clock().isoformat(), **extra}]})
         assert ack["accepted"] == 1
 
-    def heartbeat(self) -> None:
-        self.post("heartbeat", {"state": "ONLINE_READY", "version": "0.1.0", "instance_id": "i-primary",
-                                "role": "primary"})
+    def heartbeat(self) -> Any:
+        """The primary's agent heartbeats; returns the answer (its commands)."""
+        return self.post("heartbeat", {"state": "ONLINE_READY", "version": "0.1.0", "instance_id": "i-primary",
+                                       "role": "primary"})
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -325,8 +326,7 @@ def test_on_a_notice_the_launch_is_delivered_before_the_collections(world: World
     world.run()  # the first pass also finds both collections due
     assert sorted(c["type"] for c in world.commands(engine_only=False)) == [
         "collect_inventory", "collect_prices", "launch"]
-    beat = world.client.post(world.primary.url("heartbeat"), headers=world.primary.headers, json={
-        "state": "ONLINE_READY", "version": "0.1.0", "instance_id": "i-primary", "role": "primary"}).json()
+    beat = world.heartbeat()
     assert [c["type"] for c in beat["commands"]][0] == "launch"
     assert [c["delivery"] for c in beat["commands"]] == [1, 1, 1]
 
@@ -340,8 +340,7 @@ def test_commands_issued_together_are_delivered_promote_launch_terminate_then_co
         response = world.client.post("/api/v1/commands", headers=world.admin,
                                      json={"agent_id": agent, "type": type_, "params": params})
         assert response.status_code in (200, 201), response.text
-    beat = world.client.post(world.primary.url("heartbeat"), headers=world.primary.headers, json={
-        "state": "ONLINE_READY", "version": "0.1.0", "instance_id": "i-primary", "role": "primary"}).json()
+    beat = world.heartbeat()
     assert [c["type"] for c in beat["commands"]] == ["promote", "launch", "terminate", "collect_inventory"]
 
 

@@ -93,21 +93,19 @@ def record_prices(session: Session, agent: AgentRow, req: PricesRequest, now: da
     return Ack(accepted=accepted, duplicates=total - accepted)
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def record_inventory(session: Session, agent: AgentRow, req: InventoryRequest, now: datetime) -> Ack:
     # A listing taken before the server learnt something newer of an instance (a promotion's result, a
     # launch) must not put the old tags back: such rows are left as they are. Agent and server clocks are
     # compared here, so they are assumed to be NTP-synchronised, as EC2 instances are.
-    taken = _utc(req.collected_at) if req.collected_at else None
+    taken = req.collected_at
+    if taken is not None and taken.tzinfo is None:  # the database takes aware UTC times only
+        taken = taken.replace(tzinfo=UTC)
     ids = [i.instance_id for i in req.instances]
     newer: set[str] = set()
     if taken is not None and ids:
         newer = {iid for iid, updated in session.execute(
             select(InstanceRow.instance_id, InstanceRow.updated_at).where(InstanceRow.instance_id.in_(ids)))
-            if updated is not None and _utc(updated) > taken}
+            if updated is not None and updated > taken}  # UTCDateTime reads aware UTC times back
         if newer:
             logger.info("inventory from agent %s taken at %s: %d instance(s) changed since, kept as they are: %s",
                         agent.agent_id, taken.isoformat(), len(newer), sorted(newer))
